@@ -1,0 +1,235 @@
+"""Configuration: LiteLLM's proxy `model_list` verbatim, plus Triage's `tiers`.
+
+Validated with pydantic once at load; errors name the file, the path inside it
+and the reason, so a typo is a one-line fix rather than a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger("triage.config")
+
+TIERS: tuple[str, ...] = ("fast", "reasoning", "deliberate")
+VIRTUAL_MODELS: dict[str, str | None] = {
+    "triage/auto": None,
+    "triage/fast": "fast",
+    "triage/reasoning": "reasoning",
+    "triage/deliberate": "deliberate",
+}
+
+# Providers whose API is OpenAI's wire format: they go through the pooled HTTP
+# client. Everything else goes through litellm. Default bases are for when
+# the config names the provider but not api_base.
+OPENAI_COMPATIBLE: dict[str, str | None] = {
+    "openai": "https://api.openai.com/v1",
+    "custom_openai": None,
+    "hosted_vllm": None,
+    "vllm": None,
+    "sglang": None,
+    "lm_studio": None,
+    "ollama_chat": "http://127.0.0.1:11434/v1",
+    "together_ai": "https://api.together.xyz/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "fireworks_ai": "https://api.fireworks.ai/inference/v1",
+    "deepinfra": "https://api.deepinfra.com/v1/openai",
+    "mistral": "https://api.mistral.ai/v1",
+    "xai": "https://api.x.ai/v1",
+    "perplexity": "https://api.perplexity.ai",
+}
+
+KNOWN_LITELLM_KEYS = {"general_settings", "router_settings", "litellm_settings", "environment_variables"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def resolve_env(value: Any, path: str = "") -> Any:
+    """LiteLLM's `os.environ/VAR` references, resolved once at load."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        var = value.split("/", 1)[1]
+        if var not in os.environ:
+            raise ConfigError(f"{path}: environment variable {var} is not set")
+        return os.environ[var]
+    if isinstance(value, dict):
+        return {k: resolve_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class LiteLLMParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    api_version: str | None = None
+    timeout: float = 60.0
+    stream_timeout: float | None = None
+    max_retries: int | None = None
+    reasoning_effort: str | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
+    cache_read_input_token_cost: float | None = None
+    cache_creation_input_token_cost: float | None = None
+    max_output_tokens: int | None = None
+    supports_reasoning: bool | None = None
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_name: str
+    litellm_params: LiteLLMParams
+    model_info: ModelInfo = Field(default_factory=ModelInfo)
+
+    @property
+    def provider(self) -> str:
+        return self.litellm_params.model.split("/", 1)[0] if "/" in self.litellm_params.model else "openai"
+
+    @property
+    def upstream_model(self) -> str:
+        m = self.litellm_params.model
+        return m.split("/", 1)[1] if "/" in m else m
+
+    @property
+    def openai_compatible(self) -> bool:
+        return self.provider in OPENAI_COMPATIBLE
+
+
+class TierSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] = Field(min_length=1)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    thinking_budget_tokens: int | None = Field(default=None, ge=1)
+    strategy: Literal["vote", "debate"] = "vote"
+    rounds: int = Field(default=1, ge=1, le=5)
+    aggregator: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    quality: float | None = Field(default=None, ge=0, le=1)
+
+
+class PolicySpec(BaseModel):
+    """Thresholds and targets; reloadable without restart."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Complexity at or above which the next tier is preferred; None = use the classifier's stored thresholds.
+    reasoning_threshold: float | None = Field(default=None, ge=0, le=1)
+    deliberate_threshold: float | None = Field(default=None, ge=0, le=1)
+    allow_downgrade: bool = True
+    default_max_tokens: int = Field(default=1024, ge=1)
+    session_ttl_s: int = Field(default=1800, ge=1)
+
+
+class ServerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    log_prompts: bool = False
+
+
+class AccountingSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    admission_on_redis_error: Literal["closed", "open"] = "closed"
+    settle_unpriced_at_estimate: bool = False
+    ledger_retention_days: int = Field(default=90, ge=1)
+    spool_dir: str | None = None
+
+
+class TriageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_list: list[ModelEntry] = Field(min_length=1)
+    tiers: dict[Literal["fast", "reasoning", "deliberate"], TierSpec]
+    redis_url: str | None = None
+    master_key: str | None = Field(default=None, repr=False)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    accounting: AccountingSpec = Field(default_factory=AccountingSpec)
+    source: str = "<embedded defaults>"
+
+    @field_validator("tiers")
+    @classmethod
+    def _fast_required(cls, v: dict[str, TierSpec]) -> dict[str, TierSpec]:
+        if "fast" not in v:
+            raise ValueError("a 'fast' tier is required: it is the floor every query can fall back to")
+        return v
+
+    @model_validator(mode="after")
+    def _tiers_reference_models(self) -> "TriageConfig":
+        names = {m.model_name for m in self.model_list}
+        for tier, spec in self.tiers.items():
+            for i, name in enumerate(spec.models):
+                if name not in names:
+                    raise ValueError(f"tiers.{tier}.models[{i}]: '{name}' is not a model_name in model_list")
+            if spec.aggregator and spec.aggregator not in names:
+                raise ValueError(f"tiers.{tier}.aggregator: '{spec.aggregator}' is not a model_name in model_list")
+        return self
+
+    def entries(self, name: str) -> list[ModelEntry]:
+        """All deployments of a model_name (LiteLLM allows several per alias)."""
+        return [m for m in self.model_list if m.model_name == name]
+
+    @property
+    def model_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for m in self.model_list:
+            seen.setdefault(m.model_name, None)
+        return list(seen)
+
+    # ---- loading -------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], source: str) -> "TriageConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping")
+        raw = dict(raw)
+        for key in list(raw):
+            if key in KNOWN_LITELLM_KEYS or key not in cls.model_fields:
+                log.warning("%s: ignoring unsupported key '%s'", source, key)
+                raw.pop(key)
+        try:
+            raw = resolve_env(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        raw["source"] = source
+        if raw.get("master_key") is None and os.environ.get("TRIAGE_MASTER_KEY"):
+            raw["master_key"] = os.environ["TRIAGE_MASTER_KEY"]
+        if raw.get("redis_url") is None and os.environ.get("REDIS_URL"):
+            raw["redis_url"] = os.environ["REDIS_URL"]
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            lines = []
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+                lines.append(f"{source}: {loc}: {err['msg']}")
+            raise ConfigError("\n".join(lines)) from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, defaults_upstream: str | None = None) -> "TriageConfig":
+        if path is None:
+            from router.defaults import default_config_mapping  # noqa: PLC0415 - startup only
+
+            return cls.from_mapping(default_config_mapping(defaults_upstream or "http://127.0.0.1:0/v1"), "<embedded defaults>")
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        return cls.from_mapping(raw, str(p))

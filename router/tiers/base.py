@@ -1,0 +1,58 @@
+"""The seam between the decision (router/policy.py) and the tier executors.
+
+A `Plan` is what policy chose and accounting admitted; an executor runs it and
+records every upstream attempt in `ctx.calls`, which is what gets billed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accounting import PriceBook, UpstreamCall
+    from router.upstream import Deployment, Upstream
+
+
+@dataclass(slots=True)
+class Plan:
+    tier: str                          # fast | reasoning | deliberate | passthrough
+    models: list[str]                  # model_names: fallback chain, or the agents for deliberate
+    max_tokens: int                    # output cap sent upstream on every call of this plan
+    estimate_usd: float                # worst case for the whole plan; what gets reserved
+    reasoning_effort: str | None = None
+    think_steps: int | None = None     # think-then-answer budget for non-native reasoning models
+    strategy: str | None = None        # vote | debate
+    rounds: int = 1
+    aggregator: str | None = None
+    note: str = ""                     # knob changes made to fit the budget
+
+    @property
+    def primary_model(self) -> str:
+        return self.models[0]
+
+
+@dataclass(slots=True)
+class Decision:
+    plans: list[Plan]                  # candidates in preference order; admission takes the first that fits
+    complexity: float
+    signals: list[str]
+    reason: str                        # short, for the x-triage-decision header
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"tier", "estimate_usd", "why"}
+    cap_usd: float | None = None
+
+
+@dataclass(slots=True)
+class ExecContext:
+    upstream: "Upstream"
+    deployments: dict[str, list["Deployment"]]   # model_name -> deployments (LiteLLM allows several)
+    prices: "PriceBook"
+    request_id: str
+    body: dict[str, Any]               # the client's body; executors copy it and set model/max_tokens
+    budget_usd: float                  # the admitted reservation: a plan must not spend beyond it
+    calls: list["UpstreamCall"] = field(default_factory=list)
+    want_transcript: bool = False
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+    def spent_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
