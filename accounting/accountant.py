@@ -1,0 +1,398 @@
+"""The facade the router calls: authenticate, admit, settle, release, feedback.
+
+Hot path cost: ``authenticate`` is served from an in-process cache (a few
+seconds), ``admit`` is one EVALSHA, ``settle`` is one EVALSHA. Every Redis
+call is bounded by a short timeout and guarded by a circuit breaker; settle
+never raises to the client — what Redis can't take goes to the local spool and
+is replayed, idempotently, once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from . import redis_keys as rk
+from .breaker import CircuitBreaker
+from .budgets import BudgetStore
+from .keys import KeyStore
+from .models import (
+    Admission,
+    AccountingUnavailable,
+    BudgetExceeded,
+    LedgerRecord,
+    PlanEstimate,
+    Principal,
+    TenantMismatch,
+    UpstreamCall,
+    Usage,
+    from_nusd,
+    to_nusd,
+)
+from .prices import PriceBook
+from .spool import Spool
+
+log = logging.getLogger("triage.accounting")
+
+
+class AccountingSettings(BaseModel):
+    fail_open: bool = False  # admission when Redis is unreachable: refuse (503) unless this is set
+    redis_timeout_s: float = 0.25
+    connect_timeout_s: float = 0.5
+    max_connections: int = 256
+    lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
+    auth_cache_ttl_s: float = 5.0
+    ledger_retention_days: int = 90
+    ledger_maxlen: int | None = None  # if set, trim streams by length instead of age
+    idempotency_days: int = 30  # how long a settled request id is remembered (spool replay window)
+    spool_dir: str | None = None  # default: <TRIAGE_STATE_DIR or .triage>/spool
+    counterfactual_model: str | None = None  # price-book name of the top tier's model
+    breaker_threshold: int = 3
+    breaker_cooldown_s: float = 2.0
+
+
+def _lua(name: str) -> str:
+    return resources.files("accounting").joinpath("lua", name).read_text()
+
+
+def complexity_bucket(c: float | None) -> str:
+    if c is None:
+        return "na"
+    b = min(9, max(0, int(c * 10)))
+    return f"{b / 10:.1f}"
+
+
+def _today(now: datetime | None = None) -> tuple[str, str]:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+
+
+class Accountant:
+    def __init__(self, redis: Redis, settings: AccountingSettings, prices: PriceBook):
+        self.redis = redis
+        self.settings = settings
+        self.prices = prices
+        self.keys = KeyStore(redis)
+        self.budgets = BudgetStore(redis)
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
+        state = os.environ.get("TRIAGE_STATE_DIR", ".triage")
+        self.spool = Spool(settings.spool_dir or os.path.join(state, "spool"))
+        self._admit = redis.register_script(_lua("admit.lua"))
+        self._settle = redis.register_script(_lua("settle.lua"))
+        self._release = redis.register_script(_lua("release.lua"))
+        self._feedback = redis.register_script(_lua("feedback.lua"))
+        self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+        self._replay_lock = asyncio.Lock()
+        self._next_spool_check = 0.0
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
+                      prices: PriceBook | None = None) -> "Accountant":
+        settings = settings or AccountingSettings()
+        r = Redis.from_url(
+            redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.connect_timeout_s,
+            max_connections=settings.max_connections,
+            retry=Retry(NoBackoff(), 0),  # the breaker and spool handle failure; retries only stretch the timeout
+            health_check_interval=0,
+        )
+        acct = cls(r, settings, prices or PriceBook({}))
+        # Redis down at boot must not stop the proxy: admission then follows fail_open/closed.
+        if await acct.ready():
+            await acct.replay_spool()
+        return acct
+
+    async def close(self) -> None:
+        for t in list(self._bg):
+            t.cancel()
+        await self.redis.aclose()
+
+    # -- health ---------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        try:
+            ok = bool(await self.redis.ping())
+        except (RedisError, OSError):
+            self.breaker.failure()
+            return False
+        self.breaker.success()
+        return ok
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if not self.breaker.allow():
+            raise AccountingUnavailable("accounting store unavailable (circuit open)")
+        try:
+            res = await script(keys=keys, args=args)
+        except (RedisError, OSError) as e:
+            self.breaker.failure()
+            raise AccountingUnavailable(f"accounting store unavailable: {type(e).__name__}") from e
+        self.breaker.success()
+        return res
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    async def authenticate(self, api_key: str) -> Principal | None:
+        h = hashlib.sha256(api_key.encode()).hexdigest()
+        now = time.monotonic()
+        hit = self._auth_cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if not self.breaker.allow():
+            if hit is not None:
+                return hit[1]  # stale beats refusing every client during an outage
+            raise AccountingUnavailable("accounting store unavailable (circuit open)")
+        try:
+            p = await self.keys.lookup(api_key)
+        except (RedisError, OSError) as e:
+            self.breaker.failure()
+            if hit is not None:
+                return hit[1]
+            raise AccountingUnavailable("accounting store unavailable") from e
+        self.breaker.success()
+        if len(self._auth_cache) > 100_000:
+            self._auth_cache.clear()
+        # unknown keys are cached briefly too, so a flood of bad keys can't hammer Redis
+        self._auth_cache[h] = (now + (self.settings.auth_cache_ttl_s if p else 1.0), p)
+        return p
+
+    def invalidate_auth_cache(self) -> None:
+        self._auth_cache.clear()
+
+    # -- admission ------------------------------------------------------------------------------
+
+    @staticmethod
+    def effective_cap(principal: Principal, requested: float | None) -> float | None:
+        """A request may lower its per-query cap, never raise it above policy."""
+        cap = principal.max_cost_per_query
+        if requested is not None and requested >= 0:
+            cap = requested if cap is None else min(cap, requested)
+        return cap
+
+    async def admit(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
+                    max_cost_usd: float | None = None) -> Admission:
+        if not plans:
+            raise ValueError("admit needs at least one plan")
+        cap = self.effective_cap(principal, max_cost_usd)
+        idx = list(range(len(plans)))
+        if cap is not None:
+            idx = [i for i in idx if plans[i].estimate_usd <= cap + 1e-12]
+            if not idx:
+                cheapest = min(p.estimate_usd for p in plans)
+                raise BudgetExceeded(
+                    "per-query cap", cap, cap,
+                    f"Request may cost up to ${cheapest:.6f}, above the per-query cost cap of ${cap:.6f}.",
+                )
+        day, month = _today()
+        scope_ix: dict[str, int] = {}
+        scope_names: list[str] = []
+        keys: list[str] = []
+        plan_args: list[Any] = []
+        ests: list[int] = []
+        for i in idx:
+            p = plans[i]
+            members = []
+            for s in rk.scopes_for(principal.tenant, principal.key_id, p.tier, p.model):
+                j = scope_ix.get(s)
+                if j is None:
+                    scope_names.append(s)
+                    j = scope_ix[s] = len(scope_names)
+                    keys += (rk.budget(s), rk.spend(s), rk.holds(s))
+                members.append(j)
+            est = to_nusd(p.estimate_usd)
+            ests.append(est)
+            plan_args += (est, len(members), *members)
+        args = [request_id, day, month, int(self.settings.lease_ttl_s * 1000), len(scope_names), len(idx), *plan_args]
+        try:
+            res = await self._call(self._admit, keys, args)
+        except AccountingUnavailable:
+            if not self.settings.fail_open:
+                raise
+            p = plans[idx[0]]
+            return Admission(
+                request_id=request_id, plan_index=idx[0], reserved_usd=0.0, failed_open=True,
+                tenant=principal.tenant, key_id=principal.key_id, tier=p.tier, model=p.model,
+                store_prompts=principal.store_prompts,
+            )
+        if int(res[0]) == 0:
+            scope = scope_names[int(res[1]) - 1]
+            remaining, limit = max(0.0, from_nusd(res[2])), from_nusd(res[3])
+            need = plans[idx[int(res[4])]].estimate_usd
+            raise BudgetExceeded(
+                scope, remaining, limit,
+                f"Budget exceeded for {scope}: ${remaining:.6f} remaining of ${limit:.2f}; "
+                f"this request may cost up to ${need:.6f}.",
+            )
+        k = int(res[1])
+        p = plans[idx[k]]
+        held = [scope_names[int(j) - 1] for j in _s(res[3]).split(",") if j]
+        warnings: list[str] = []
+        for w in res[4:]:
+            j, used = _s(w).split(":")
+            msg = f"{scope_names[int(j) - 1]} at ${from_nusd(used):.4f}"
+            if msg not in warnings:
+                warnings.append(msg)
+        rem = int(res[2])
+        return Admission(
+            request_id=request_id, plan_index=idx[k], reserved_usd=from_nusd(ests[k]),
+            remaining_usd=None if rem < 0 else from_nusd(rem),
+            soft_warnings=warnings, tenant=principal.tenant, key_id=principal.key_id,
+            tier=p.tier, model=p.model, held_scopes=held, reserved_nusd=ests[k],
+            store_prompts=principal.store_prompts,
+        )
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def upstream_call(self, model: str, usage: Usage, **kw: Any) -> UpstreamCall:
+        """An UpstreamCall with its cost filled in from the price book."""
+        return UpstreamCall(
+            model=model, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens, reasoning_tokens=usage.reasoning_tokens,
+            cache_write_tokens=usage.cache_write_tokens, cost_usd=self.prices.cost(model, usage), **kw,
+        )
+
+    def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[float, float]:
+        for c in record.calls:
+            if c.cost_usd == 0.0 and (c.prompt_tokens or c.completion_tokens) and c.model in self.prices:
+                c.cost_usd = self.prices.cost(c.model, c.usage())
+        cost = record.cost_usd if record.cost_usd is not None else sum(c.cost_usd for c in record.calls)
+        if record.model in self.prices and self.prices.price(record.model).unpriced and adm.reserved_usd:
+            cost = max(cost, adm.reserved_usd)  # configured to settle unpriced models at the reservation
+        cf = record.counterfactual_cost_usd
+        if cf is None:
+            m = self.settings.counterfactual_model
+            cf = self.prices.cost(m, record.total_usage()) if m and m in self.prices else cost
+        return cost, cf
+
+    def _settle_call(self, adm: Admission, record: LedgerRecord) -> tuple[list[str], list[Any]]:
+        cost, cf = self._cost(adm, record)
+        record.cost_usd = cost
+        record.counterfactual_cost_usd = cf
+        if not adm.store_prompts:
+            record.prompt = None
+        if record.ts is None:
+            record.ts = time.time()
+        if not record.tier:
+            record.tier = adm.tier
+        if not record.model:
+            record.model = adm.model
+        tenant = record.tenant or adm.tenant
+        kid = record.key_id or adm.key_id
+        now = datetime.fromtimestamp(record.ts, timezone.utc)
+        day, month = _today(now)
+        usage = record.total_usage()
+        s = self.settings
+        if s.ledger_maxlen:
+            trim_kind, trim_arg = "MAXLEN", str(s.ledger_maxlen)
+        else:
+            trim_kind, trim_arg = "MINID", f"{int((record.ts - s.ledger_retention_days * 86400) * 1000)}-0"
+        bucket = complexity_bucket(record.complexity)
+        keys = [rk.done(record.request_id), rk.ledger(tenant), rk.request(record.request_id), rk.rollup(tenant, day)]
+        for sc in adm.held_scopes:
+            keys += (rk.spend(sc), rk.holds(sc))
+        charge = rk.scopes_for(tenant, kid, record.tier, record.model)
+        keys += [rk.spend(sc) for sc in charge]
+        args = [
+            record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd, to_nusd(cost), day, month,
+            s.idempotency_days * 86400, orjson.dumps(record.model_dump()), trim_kind, trim_arg,
+            s.ledger_retention_days * 86400 + 86400, len(adm.held_scopes), len(charge),
+            f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", to_nusd(cf),
+            usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens,
+            tenant, kid, record.tier, record.model, bucket,
+        ]
+        return keys, args
+
+    async def settle(self, adm: Admission, record: LedgerRecord) -> bool:
+        """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate."""
+        keys, args = self._settle_call(adm, record)
+        try:
+            res = await self._call(self._settle, keys, args)
+        except AccountingUnavailable:
+            self.spool.append({"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]})
+            log.warning("ledger write spooled for request %s", record.request_id)
+            return False
+        self._maybe_replay()
+        return bool(res)
+
+    async def release(self, adm: Admission, record: LedgerRecord | None = None) -> None:
+        if record is not None:
+            await self.settle(adm, record)
+            return
+        if not adm.held_scopes:
+            return
+        keys: list[str] = []
+        for sc in adm.held_scopes:
+            keys += (rk.spend(sc), rk.holds(sc))
+        try:
+            await self._call(self._release, keys, [f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd])
+        except AccountingUnavailable:
+            pass  # the lease expires on its own; nothing was spent
+
+    # -- spool ----------------------------------------------------------------------------------
+
+    def _maybe_replay(self) -> None:
+        now = time.monotonic()
+        if now < self._next_spool_check or self._replay_lock.locked():
+            return
+        self._next_spool_check = now + 2.0
+        if not self.spool.dir.is_dir() or not any(self.spool.dir.iterdir()):
+            return
+        t = asyncio.get_running_loop().create_task(self.replay_spool())
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def replay_spool(self) -> int:
+        async with self._replay_lock:
+            async def apply(entry: dict[str, Any]) -> None:
+                await self._call(self._settle, entry["keys"], entry["args"])
+
+            return await self.spool.replay(apply)
+
+    # -- quality --------------------------------------------------------------------------------
+
+    async def feedback(self, principal: Principal | str, request_id: str, score: float | None = None,
+                       comment: str | None = None, thumbs: str | None = None) -> bool:
+        """Rate a request of the caller's own tenant. False if unknown; TenantMismatch if another's."""
+        tenant = principal if isinstance(principal, str) else principal.tenant
+        if score is None:
+            if thumbs not in ("up", "down"):
+                raise ValueError("give score in [0, 1] or thumbs up/down")
+            score = 1.0 if thumbs == "up" else 0.0
+        if not (0.0 <= score <= 1.0):
+            raise ValueError("score must be in [0, 1]")
+        try:
+            owner, day, tier, model, cx = await self.redis.hmget(
+                rk.request(request_id), "tenant", "day", "tier", "model", "cx")
+        except (RedisError, OSError) as e:
+            raise AccountingUnavailable("accounting store unavailable") from e
+        if owner is None:
+            return False
+        if _s(owner) != tenant:
+            raise TenantMismatch("request belongs to another tenant")
+        tier, model, cx = _s(tier), _s(model), _s(cx)
+        res = await self._call(
+            self._feedback,
+            [rk.request(request_id), rk.rollup(tenant, _s(day))],
+            [tenant, int(round(score * 1_000_000)), (comment or "")[:2000], f"{tier}|{model}|", f"cx|{cx}|{tier}|"],
+        )
+        if int(res) == -2:
+            raise TenantMismatch("request belongs to another tenant")
+        return int(res) == 1
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

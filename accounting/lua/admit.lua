@@ -1,0 +1,88 @@
+-- Reserve the first plan whose estimate fits every applicable budget scope.
+-- Atomic: Redis runs scripts one at a time, so concurrent admits across any
+-- number of proxy processes see each other's holds; nobody can slip in between
+-- the check and the reservation.
+--
+-- KEYS: per scope i (1-based): [3i-2]=budget policy hash, [3i-1]=spend hash, [3i]=holds zset
+-- ARGV: 1 member prefix (request id), 2 day, 3 month, 4 lease ttl ms, 5 nscopes, 6 nplans,
+--       then per plan: estimate (nano-USD), count, scope indices...
+-- Returns {1, plan_idx, remaining|-1, held_csv, warnings...} or {0, scope_idx, remaining, limit, plan_idx}
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid, day, month = ARGV[1], ARGV[2], ARGV[3]
+local ttl = tonumber(ARGV[4])
+local nscopes, nplans = tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local state = {}
+for i = 1, nscopes do
+  local pol = redis.call('HMGET', KEYS[3*i-2], 'limit', 'period', 'mode', 'soft_pct')
+  if pol[1] then
+    local sk, hk = KEYS[3*i-1], KEYS[3*i]
+    -- Leases whose worker died expire here: give their hold back to the scope.
+    local expired = redis.call('ZRANGEBYSCORE', hk, '-inf', now, 'LIMIT', 0, 512)
+    if #expired > 0 then
+      local sum = 0
+      for _, m in ipairs(expired) do
+        sum = sum + tonumber(string.match(m, '|(%d+)$'))
+        redis.call('ZREM', hk, m)
+      end
+      redis.call('HINCRBY', sk, 'reserved', -sum)
+    end
+    local field = 't'
+    if pol[2] == 'day' then field = 'd:' .. day elseif pol[2] == 'month' then field = 'm:' .. month end
+    local v = redis.call('HMGET', sk, field, 'reserved')
+    state[i] = {
+      limit = tonumber(pol[1]), used = tonumber(v[1] or '0') + tonumber(v[2] or '0'),
+      hard = pol[3] ~= 'soft', soft = tonumber(pol[4] or ''),
+    }
+  end
+end
+
+local pos = 7
+local best = nil -- blocker of the cheapest refused plan, for the error message
+for p = 1, nplans do
+  local est = tonumber(ARGV[pos])
+  local cnt = tonumber(ARGV[pos + 1])
+  local idx = {}
+  for j = 1, cnt do idx[j] = tonumber(ARGV[pos + 1 + j]) end
+  pos = pos + 2 + cnt
+  local blocker = nil
+  for _, i in ipairs(idx) do
+    local s = state[i]
+    if s and s.hard and s.used + est > s.limit then blocker = i break end
+  end
+  if blocker == nil then
+    local remaining = -1
+    local held = {}
+    local warnings = {}
+    local member = rid .. '|' .. string.format('%d', est)
+    for _, i in ipairs(idx) do
+      local s = state[i]
+      if s then
+        if redis.call('ZADD', KEYS[3*i], now + ttl, member) == 1 then
+          redis.call('HINCRBY', KEYS[3*i-1], 'reserved', est)
+        end
+        held[#held + 1] = tostring(i)
+        local after = s.used + est
+        if s.hard then
+          local r = s.limit - after
+          if remaining < 0 or r < remaining then remaining = r end
+        elseif after > s.limit then
+          warnings[#warnings + 1] = i .. ':' .. string.format('%d', after)
+        end
+        if s.soft and s.limit > 0 and after * 100 >= s.limit * s.soft then
+          warnings[#warnings + 1] = i .. ':' .. string.format('%d', after)
+        end
+      end
+    end
+    local out = {1, p - 1, remaining, table.concat(held, ',')}
+    for _, w in ipairs(warnings) do out[#out + 1] = w end
+    return out
+  end
+  if best == nil or est < best[4] then
+    local s = state[blocker]
+    best = {blocker, s.limit - s.used, s.limit, est, p - 1}
+  end
+end
+return {0, best[1], best[2], best[3], best[5]}

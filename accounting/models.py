@@ -1,0 +1,212 @@
+"""Boundary types shared by the router and the accounting layer.
+
+Money crosses the Redis boundary as integer nano-dollars (``to_nusd``) so that
+sums are exact: 100 settlements of $0.01 add up to exactly $1.00, and the Lua
+scripts never accumulate float drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NANO = 1_000_000_000
+
+
+def to_nusd(usd: float) -> int:
+    return int(round(usd * NANO))
+
+
+def from_nusd(n: int | float | str | bytes | None) -> float:
+    if n is None:
+        return 0.0
+    return int(float(n)) / NANO
+
+
+class Usage(BaseModel):
+    """Token counts of one upstream call, OpenAI semantics.
+
+    ``prompt_tokens`` is the whole prompt, *including* ``cached_tokens`` (cache
+    reads) and ``cache_write_tokens``; ``completion_tokens`` includes
+    ``reasoning_tokens``. That is how OpenAI and litellm report them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> "Usage":
+        if not usage:
+            return cls()
+        ptd = usage.get("prompt_tokens_details") or {}
+        ctd = usage.get("completion_tokens_details") or {}
+        cached = ptd.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0
+        write = ptd.get("cache_creation_tokens") or usage.get("cache_creation_input_tokens") or 0
+        return cls.model_construct(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(cached),
+            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+            cache_write_tokens=int(write),
+        )
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage.model_construct(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+class PriceSpec(BaseModel):
+    """One configured model: its name in the config, the litellm model id, and overrides."""
+
+    name: str
+    litellm_model: str | None = None
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelPrice(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    input: float
+    output: float
+    cached_input: float
+    cache_write: float
+    reasoning: float
+    source: Literal["litellm", "config", "unpriced"] = "litellm"
+
+    @property
+    def unpriced(self) -> bool:
+        return self.source == "unpriced"
+
+
+class Principal(BaseModel):
+    key_id: str
+    tenant: str
+    label: str | None = None
+    max_cost_per_query: float | None = None
+    store_prompts: bool = False
+
+
+class KeyInfo(BaseModel):
+    key_id: str
+    tenant: str
+    label: str | None = None
+    created_at: str
+    revoked: bool = False
+    max_cost_per_query: float | None = None
+    prefix: str = ""  # first chars of the plaintext, for humans to recognise a key
+
+
+Period = Literal["day", "month", "total"]
+
+
+class BudgetPolicy(BaseModel):
+    scope: str  # e.g. "tenant:acme", "key:k_123", "tenant:acme:tier:deliberate", "key:k_1:model:big"
+    limit_usd: float
+    period: Period = "month"
+    mode: Literal["hard", "soft"] = "hard"
+    soft_pct: float | None = None  # warn once spend reaches this percentage of the limit
+
+
+class PlanEstimate(BaseModel):
+    tier: str
+    model: str
+    estimate_usd: float
+
+
+class Admission(BaseModel):
+    request_id: str
+    plan_index: int
+    reserved_usd: float
+    remaining_usd: float | None = None
+    soft_warnings: list[str] = Field(default_factory=list)
+    failed_open: bool = False
+    # bookkeeping the settle script needs to release exactly what admit held
+    tenant: str = ""
+    key_id: str = ""
+    tier: str = ""
+    model: str = ""
+    held_scopes: list[str] = Field(default_factory=list)
+    reserved_nusd: int = 0
+    store_prompts: bool = False
+
+
+class UpstreamCall(BaseModel):
+    model: str
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    status: str = "ok"  # "ok" | "error" | "cancelled" | http status text
+    hop: Literal["primary", "retry", "fallback"] = "primary"
+    estimated: bool = False  # usage was estimated with a tokenizer (no usage from upstream)
+
+    def usage(self) -> Usage:
+        return Usage.model_construct(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
+
+
+class LedgerRecord(BaseModel):
+    request_id: str
+    key_id: str
+    tenant: str
+    virtual_model: str = ""
+    tier: str = ""
+    model: str = ""  # model that produced the answer
+    complexity: float | None = None
+    reason: str = ""
+    calls: list[UpstreamCall] = Field(default_factory=list)
+    cost_usd: float | None = None  # None: sum of calls
+    counterfactual_cost_usd: float | None = None  # None: computed from the top model if configured
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    streamed: bool = False
+    partial: bool = False
+    estimated: bool = False
+    status: str = "ok"
+    prompt: str | None = None  # dropped unless the tenant opted in
+    ts: float | None = None  # unix seconds; set at settle when missing
+
+    def total_usage(self) -> Usage:
+        u = Usage()
+        for c in self.calls:
+            u = u + c.usage()
+        return u
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, scope: str, remaining_usd: float, limit_usd: float, message: str | None = None):
+        self.scope = scope
+        self.remaining_usd = remaining_usd
+        self.limit_usd = limit_usd
+        self.message = message or (
+            f"Budget exceeded for {scope}: ${remaining_usd:.6f} remaining of ${limit_usd:.2f}."
+        )
+        super().__init__(self.message)
+
+
+class AccountingUnavailable(Exception):
+    """Redis is unreachable and admission policy is fail-closed."""
+
+
+class TenantMismatch(PermissionError):
+    """A key tried to read or rate another tenant's record."""

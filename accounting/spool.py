@@ -1,0 +1,98 @@
+"""Local append-only spool for settlements Redis could not take.
+
+Each process appends to its own file (``settle-<pid>.jsonl``), one JSON object
+per line, flushed per write. Replay claims a file by renaming it (atomic, so
+two workers never replay the same file), re-runs each settlement — the settle
+script is idempotent by request id, so a record that did reach Redis before a
+timeout is not counted twice — and deletes the file only when every line went
+through. Lines that fail again are appended back to the live spool.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class Spool:
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.dir = Path(directory)
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.dir / f"settle-{os.getpid()}.jsonl"
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = orjson.dumps(entry) + b"\n"
+        with self._lock, open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def pending(self) -> int:
+        n = 0
+        for p in self._files():
+            with open(p, "rb") as f:
+                n += sum(1 for line in f if line.strip())
+        return n
+
+    def _files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if p.name.startswith("settle-") and ".jsonl" in p.name)
+
+    async def replay(self, apply: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
+        """Apply every spooled entry; returns how many went through. ``apply`` raises on failure."""
+        done = 0
+        for p in self._files():
+            claimed = p.with_name(f"{p.name}.replaying-{os.getpid()}")
+            if ".replaying-" in p.name:
+                if _pid_alive(int(p.name.rsplit("-", 1)[1])):
+                    continue  # someone else is on it
+                claimed = p
+            else:
+                try:
+                    os.rename(p, claimed)
+                except OSError:
+                    continue
+            with open(claimed, "rb") as f:
+                lines = [line for line in f if line.strip()]
+            failed: list[bytes] = []
+            for i, line in enumerate(lines):
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # a torn last line from a crash mid-write; nothing to settle
+                try:
+                    await apply(entry)
+                    done += 1
+                except Exception:  # noqa: BLE001 - keep the rest for the next replay
+                    failed.extend(lines[i:])
+                    break
+            if failed:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                with self._lock, open(self.path, "ab") as f:
+                    f.writelines(failed)
+                    f.flush()
+                    os.fsync(f.fileno())
+            claimed.unlink(missing_ok=True)
+            if failed:
+                break
+        return done
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
