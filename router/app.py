@@ -1,0 +1,186 @@
+"""The HTTP surface: OpenAI-compatible routes, health, admin, and error shaping.
+
+Hot routes are plain Starlette routes taking a `Request`: FastAPI's dependency
+and response-model machinery costs more per call than the whole decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from router.admin import admin_router
+from router.auth import authenticate, bearer_token, is_master
+from router.chat import ChatHandler
+from router.config import VIRTUAL_MODELS, ConfigError, TriageConfig
+from router.errors import ProxyError, error_body, forbidden, not_found, unauthorized
+from router.state import AppState
+
+log = logging.getLogger("triage.app")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CREATED = int(time.time())
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+class RequestId:
+    """Pure-ASGI wrapper: every response, even a 500 from deep inside, carries x-request-id."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:  # tests reach app.state through the wrapper
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                cand = v.decode("latin-1")
+                if _SAFE_ID.match(cand):
+                    rid = cand
+                break
+        if rid is None:
+            rid = "req_" + os.urandom(12).hex()
+        scope["triage.request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def models_payload(st: AppState) -> list[dict[str, Any]]:
+    snap = st.snapshot
+    out = []
+    for vm, tier in VIRTUAL_MODELS.items():
+        if tier is None or tier in snap.config.tiers:
+            out.append({"id": vm, "object": "model", "created": _CREATED, "owned_by": "triage"})
+    for name in snap.model_ids:
+        out.append({"id": name, "object": "model", "created": _CREATED, "owned_by": "triage-upstream"})
+    return out
+
+
+def build_app(*, config: TriageConfig | None = None, config_path: str | None = None,
+              defaults_upstream: str | None = None) -> RequestId:
+    """The ASGI app. With no arguments, reads TRIAGE_CONFIG / TRIAGE_DEFAULTS_UPSTREAM (set by `triage serve`)."""
+    config_path = config_path or os.environ.get("TRIAGE_CONFIG") or None
+    defaults_upstream = defaults_upstream or os.environ.get("TRIAGE_DEFAULTS_UPSTREAM") or None
+    if config is None:
+        config = TriageConfig.load(config_path, defaults_upstream=defaults_upstream)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        st = await AppState.start(config, config_path=config_path, defaults_upstream=defaults_upstream)
+        app.state.triage = st
+        app.state.accountant = st.accountant
+        app.state.master_key = st.master_key
+        chat.state = st
+        try:
+            yield
+        finally:
+            await st.close()
+
+    app = FastAPI(title="Triage", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    chat = ChatHandler(None)  # type: ignore[arg-type]  # bound at startup
+
+    async def chat_route(request: Request) -> Response:
+        return await chat(request)
+
+    async def list_models(request: Request) -> Response:
+        st: AppState = request.app.state.triage
+        await authenticate(request, st)
+        return _json({"object": "list", "data": models_payload(st)})
+
+    async def get_model(request: Request) -> Response:
+        st: AppState = request.app.state.triage
+        await authenticate(request, st)
+        mid = request.path_params["model_id"]
+        for m in models_payload(st):
+            if m["id"] == mid:
+                return _json(m)
+        raise not_found(f"The model '{mid}' does not exist or you do not have access to it.", "model")
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        st: AppState = request.app.state.triage
+        redis_ok = await st.accountant.ready()
+        body = {"status": "ready" if redis_ok else "not_ready", "redis": redis_ok,
+                "config": st.snapshot.config.source, "models": len(st.snapshot.model_ids)}
+        return _json(body, 200 if redis_ok else 503)
+
+    async def reload(request: Request) -> Response:
+        st: AppState = request.app.state.triage
+        token = bearer_token(request)
+        if not token:
+            raise unauthorized()
+        if not is_master(token, st.master_key):
+            raise forbidden("Reloading the config needs the master key.")
+        try:
+            snap = st.reload()
+        except (ConfigError, ValueError) as e:
+            raise ProxyError(400, str(e), "invalid_request_error", "invalid_config") from None
+        return _json({"reloaded": True, "source": snap.config.source, "models": snap.model_ids})
+
+    for prefix in ("/v1", ""):
+        app.router.routes.append(Route(f"{prefix}/chat/completions", chat_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
+        app.router.routes.append(Route(prefix + "/models/{model_id:path}", get_model, methods=["GET"]))
+    app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
+    app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
+    app.router.routes.append(Route("/admin/reload", reload, methods=["POST"]))
+    app.include_router(admin_router)
+
+    @app.exception_handler(ProxyError)
+    async def proxy_error(request: Request, exc: ProxyError) -> Response:
+        return exc.response(request.scope.get("triage.request_id"))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _json(error_body(f"Invalid value for '{loc}': {first.get('msg')}.", "invalid_request_error", "invalid_value", loc or None), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+        t, code = kind.get(exc.status_code, ("invalid_request_error", str(exc.status_code)))
+        msg = f"Unknown path {request.url.path}." if exc.status_code == 404 else str(exc.detail)
+        return _json(error_body(msg, t, code), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return _json(error_body("Internal error in the proxy.", "server_error", "internal_error"), 500)
+
+    return RequestId(app)
+
+
+def create_app() -> RequestId:
+    """uvicorn factory (`router.app:create_app`), used for multi-worker serving."""
+    return build_app()

@@ -1,0 +1,48 @@
+"""Client authentication: a Bearer key, checked against hashed keys in Redis.
+
+The master key (TRIAGE_MASTER_KEY) may also call the API; it acts as the
+`admin` tenant with no budget of its own, which is what operators expect when
+smoke-testing a deployment.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+
+from accounting import Principal
+from accounting.models import AccountingUnavailable
+from router.errors import unauthorized, unavailable
+from router.state import AppState
+
+MASTER_PRINCIPAL = Principal(key_id="master", tenant="admin", label="master key")
+
+
+def bearer_token(request: Request) -> str | None:
+    h = request.headers.get("authorization")
+    if h:
+        scheme, _, token = h.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    return request.headers.get("api-key") or request.headers.get("x-api-key")
+
+
+def is_master(token: str | None, master_key: str | None) -> bool:
+    return bool(token and master_key and hmac.compare_digest(token.encode(), master_key.encode()))
+
+
+async def authenticate(request: Request, st: AppState) -> Principal:
+    token = bearer_token(request)
+    if not token:
+        raise unauthorized()
+    if is_master(token, st.master_key):
+        return MASTER_PRINCIPAL
+    try:
+        principal = await st.accountant.authenticate(token)
+    except AccountingUnavailable:
+        raise unavailable("Key store unavailable; cannot authenticate.", "accounting_unavailable") from None
+    if principal is None:
+        raise unauthorized("Invalid API key.")
+    return principal

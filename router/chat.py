@@ -1,0 +1,300 @@
+"""POST /v1/chat/completions: parse → auth → classify → decide → admit → execute → meter.
+
+Every path out of here either settles or releases the admission exactly once,
+so a budget hold never leaks and a request is never billed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
+from accounting.models import AccountingUnavailable, Usage
+from accounting.tokens import count_text_tokens, estimate_prompt_tokens
+from classifier import last_user_text
+from router import policy
+from router.auth import authenticate
+from router.config import VIRTUAL_MODELS
+from router.errors import ProxyError, bad_request, budget_exceeded, not_found, too_large, unavailable, upstream_failed
+from router.schemas import validate_chat
+from router.sse import DONE_EVENT, encode
+from router.state import AppState
+from router.tiers import EXECUTORS
+from router.tiers.base import Decision, ExecContext, Plan
+from router.upstream import UpstreamError
+
+log = logging.getLogger("triage.chat")
+_loads = orjson.loads
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        try:
+            if int(cl) > limit:
+                raise too_large(limit)
+        except ValueError:
+            raise bad_request("Invalid Content-Length header.") from None
+        return await request.body()
+    # Chunked uploads: count as we read so a huge body is cut off, not buffered.
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_cap(request: Request, raw: dict[str, Any], policy_cap: float | None) -> float | None:
+    """A request may lower its per-query cap, never raise it above policy."""
+    asked: Any = request.headers.get("x-triage-max-cost")
+    param = "x-triage-max-cost"
+    if asked is None:
+        md = raw.get("metadata")
+        if isinstance(md, dict) and "max_cost_usd" in md:
+            asked, param = md["max_cost_usd"], "metadata.max_cost_usd"
+    if asked is None:
+        return policy_cap
+    try:
+        val = float(asked)
+    except (TypeError, ValueError):
+        raise bad_request(f"'{param}' must be a number of US dollars.", param=param) from None
+    if not val > 0:
+        raise bad_request(f"'{param}' must be positive.", param=param)
+    return val if policy_cap is None else min(val, policy_cap)
+
+
+def error_status(e: UpstreamError) -> ProxyError:
+    if e.kind == "rate_limited":
+        return ProxyError(429, f"Upstream rate limited: {e.message}", "rate_limit_error", "upstream_rate_limited",
+                          headers={"retry-after": str(int((e.retry_after or 1) + 0.999))})
+    if e.kind == "timeout":
+        return upstream_failed(f"Upstream timed out: {e.message}", 504, "upstream_timeout")
+    if e.kind == "client_error":
+        return ProxyError(e.status if 400 <= e.status < 500 else 400, e.message, "invalid_request_error", "upstream_rejected")
+    return upstream_failed(f"Upstream failed ({e.kind}): {e.message}", 502, f"upstream_{e.kind}")
+
+
+class ChatHandler:
+    __slots__ = ("state",)
+
+    def __init__(self, state: AppState):
+        self.state = state
+
+    async def __call__(self, request: Request) -> Response:
+        st = self.state
+        rid: str = request.scope["triage.request_id"]
+        snap = st.snapshot
+        cfg = snap.config
+        t0 = time.perf_counter()
+
+        principal = await authenticate(request, st)
+        body = await read_body(request, cfg.server.max_body_bytes)
+        try:
+            raw = _loads(body)
+        except orjson.JSONDecodeError as e:
+            raise bad_request(f"Request body is not valid JSON: {e.msg} at position {e.pos}.", code="invalid_json") from None
+        req = validate_chat(raw)
+
+        model = req.model
+        forced_tier: str | None = None
+        concrete: str | None = None
+        if model in VIRTUAL_MODELS:
+            forced_tier = VIRTUAL_MODELS[model]
+            if forced_tier is not None and forced_tier not in cfg.tiers:
+                raise not_found(f"The model '{model}' is not available: tier '{forced_tier}' is not configured.", "model")
+        elif model in snap.deployments:
+            concrete = model
+        else:
+            raise not_found(f"The model '{model}' does not exist or you do not have access to it.", "model")
+
+        messages = raw["messages"]
+        cls = st.classifier.classify(messages)
+        cap = parse_cap(request, raw, principal.max_cost_per_query)
+        prompt_tokens = estimate_prompt_tokens(messages)
+        session = request.headers.get("x-triage-session")
+        pinned = st.sessions.get(principal.tenant, session) if session and forced_tier is None and concrete is None else None
+        decision: Decision = policy.decide(
+            req, raw, cls, cap, cfg, snap.prices, prompt_tokens,
+            forced_tier=forced_tier or pinned, concrete_model=concrete, tables=snap.policy_tables,
+        )
+
+        estimates = [PlanEstimate(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd) for p in decision.plans]
+        try:
+            adm = await st.accountant.admit(principal, rid, estimates)
+        except BudgetExceeded as e:
+            raise budget_exceeded(e.message) from None
+        except AccountingUnavailable:
+            raise unavailable("Budget service unavailable; refusing to spend without admission.", "accounting_unavailable") from None
+        plan = decision.plans[adm.plan_index]
+        if session and plan.tier in cfg.tiers and concrete is None:
+            st.sessions.pin(principal.tenant, session, plan.tier, cfg.policy.session_ttl_s)
+
+        want_transcript = bool((raw.get("triage") or {}).get("transcript")) if isinstance(raw.get("triage"), dict) else False
+        fwd = dict(raw)
+        fwd.pop("triage", None)
+        ctx = ExecContext(
+            upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
+            body=fwd, budget_usd=adm.reserved_usd, want_transcript=want_transcript,
+        )
+        meta = _Meta(principal, req.model, decision, plan, adm, t0, cfg.server.log_prompts, messages, snap.top_tier, snap)
+        executor = EXECUTORS[plan.tier]
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            gen = self._stream(executor, plan, ctx, meta, include_usage)
+            return StreamingResponse(gen, media_type="text/event-stream", headers=meta.headers(rid, None))
+
+        try:
+            resp = await executor.complete(plan, ctx)
+        except asyncio.CancelledError:
+            st.spawn(self._finish(ctx, meta, status="cancelled", partial=True))
+            raise
+        except UpstreamError as e:
+            await self._finish(ctx, meta, status=f"error:{e.kind}")
+            raise error_status(e) from None
+        except ProxyError:
+            await self._finish(ctx, meta, status="error")
+            raise
+        cost = ctx.spent_usd()
+        usage = resp.setdefault("usage", {})
+        usage["cost"] = round(cost, 10)
+        await self._finish(ctx, meta, status="ok", answer_model=resp.get("model"))
+        return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost))
+
+    async def _stream(self, executor: Any, plan: Plan, ctx: ExecContext, meta: "_Meta", include_usage: bool) -> AsyncIterator[bytes]:
+        done = False
+        status = "ok"
+        streamed_text: list[str] = []
+        try:
+            async for item in executor.stream(plan, ctx):
+                if isinstance(item, str):
+                    yield b": " + item.encode() + b"\n\n"
+                    continue
+                if meta.ttft_ms is None:
+                    meta.ttft_ms = (time.perf_counter() - meta.t0) * 1000
+                choices = item.get("choices")
+                if choices:
+                    delta = choices[0].get("delta") or {}
+                    c = delta.get("content")
+                    if c:
+                        streamed_text.append(c)
+                if item.get("usage") is not None and not choices:
+                    if not include_usage:
+                        continue
+                    item["usage"]["cost"] = round(ctx.spent_usd(), 10)
+                elif item.get("usage") is not None and not include_usage:
+                    item = dict(item)
+                    item.pop("usage", None)
+                yield encode(item)
+            done = True
+            yield DONE_EVENT
+        except UpstreamError as e:
+            status = f"error:{e.kind}"
+            err = error_status(e)
+            yield encode(err.body())
+            yield DONE_EVENT
+        except ProxyError as e:
+            status = "error"
+            yield encode(e.body())
+            yield DONE_EVENT
+        finally:
+            partial = not done and status == "ok"
+            if partial:
+                status = "cancelled"
+                self._bill_unmetered(ctx, meta, "".join(streamed_text))
+            # A client disconnect cancels this task; settling must not be cancelled with it.
+            self.state.spawn(self._finish(ctx, meta, status=status, partial=partial, streamed=True))
+
+    def _bill_unmetered(self, ctx: ExecContext, meta: "_Meta", text: str) -> None:
+        """The client left before the usage chunk: bill what we forwarded, estimated."""
+        if any(c.status == "cancelled" for c in ctx.calls):
+            return  # the executor already recorded the partial call
+        model = meta.plan.primary_model
+        comp = count_text_tokens(text)
+        u = Usage(prompt_tokens=estimate_prompt_tokens(meta.messages), completion_tokens=comp)
+        ctx.calls.append(UpstreamCall(model=model, prompt_tokens=u.prompt_tokens, completion_tokens=comp,
+                                      cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
+
+    async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
+                      streamed: bool = False, answer_model: str | None = None) -> None:
+        rec = meta.record(ctx, status=status, partial=partial, streamed=streamed, answer_model=answer_model)
+        try:
+            if ctx.calls:
+                await self.state.accountant.settle(meta.adm, rec)
+            else:
+                await self.state.accountant.release(meta.adm, rec)
+        except Exception:  # metering must never turn a served answer into an error
+            log.exception("settling request %s failed", ctx.request_id)
+
+
+class _Meta:
+    """What the handler knows about a request, for headers and the ledger."""
+
+    __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "log_prompts", "messages",
+                 "top_tier", "snap")
+
+    def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
+                 t0: float, log_prompts: bool, messages: list[Any], top_tier: str, snap: Any):
+        self.principal = principal
+        self.virtual_model = virtual_model
+        self.decision = decision
+        self.plan = plan
+        self.adm = adm
+        self.t0 = t0
+        self.ttft_ms: float | None = None
+        self.log_prompts = log_prompts
+        self.messages = messages
+        self.top_tier = top_tier
+        self.snap = snap
+
+    def headers(self, rid: str, cost: float | None) -> dict[str, str]:
+        d = self.decision
+        h = {
+            "x-request-id": rid,
+            "x-triage-tier": self.plan.tier,
+            "x-triage-model": self.plan.primary_model,
+            "x-triage-complexity": f"{d.complexity:.3f}",
+            "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
+        }
+        if cost is not None:
+            h["x-triage-cost-usd"] = f"{cost:.8f}"
+        rem = self.adm.remaining_usd
+        if rem is not None:
+            spent = cost if cost is not None else 0.0
+            h["x-triage-budget-remaining-usd"] = f"{max(rem + self.adm.reserved_usd - spent, 0.0):.6f}" if cost is not None else f"{rem:.6f}"
+        if self.adm.soft_warnings:
+            h["x-triage-budget-warning"] = "; ".join(self.adm.soft_warnings)[:200]
+        return h
+
+    def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool, answer_model: str | None) -> LedgerRecord:
+        now = time.perf_counter()
+        final = next((c for c in reversed(ctx.calls) if c.status in ("ok", "cancelled")), None)
+        counterfactual = None
+        if final is not None:
+            top_model = self.snap.config.tiers[self.top_tier].models[0]
+            counterfactual = ctx.prices.cost(top_model, final.usage())
+        d = self.decision
+        prompt = None
+        if self.principal.store_prompts:
+            prompt = last_user_text(self.messages)
+        return LedgerRecord(
+            request_id=ctx.request_id, key_id=self.principal.key_id, tenant=self.principal.tenant,
+            virtual_model=self.virtual_model, tier=self.plan.tier, model=answer_model or self.plan.primary_model,
+            complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_cost_usd=counterfactual,
+            ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
+            estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
+            decision={
+                "signals": d.signals, "cap_usd": d.cap_usd, "chosen": self.plan.tier, "note": self.plan.note,
+                "candidates": [{"tier": p.tier, "model": p.primary_model, "estimate_usd": p.estimate_usd} for p in d.plans],
+                "rejected": d.rejected, "admitted_index": self.adm.plan_index,
+            },
+        )

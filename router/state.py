@@ -1,0 +1,87 @@
+"""Process-wide state: the current config snapshot and the long-lived clients.
+
+Built once at startup; `reload()` swaps only the snapshot, so the pooled HTTP
+client, the Redis pool and the loaded classifier survive a config change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Coroutine
+
+from accounting import Accountant, AccountingSettings
+from classifier import Classifier
+from router.config import TriageConfig
+from router.runtime import Snapshot
+from router.session import SessionPins
+from router.upstream import Upstream
+
+log = logging.getLogger("triage.state")
+
+
+@dataclass(eq=False)
+class AppState:
+    snapshot: Snapshot
+    classifier: Classifier
+    upstream: Upstream
+    accountant: Accountant
+    config_path: str | None = None
+    defaults_upstream: str | None = None
+    sessions: SessionPins = field(default_factory=SessionPins)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def master_key(self) -> str | None:
+        return self.snapshot.config.master_key
+
+    @classmethod
+    async def start(cls, config: TriageConfig, *, config_path: str | None = None,
+                    defaults_upstream: str | None = None) -> "AppState":
+        snap = Snapshot.build(config)
+        clf = Classifier.load()
+        upstream = Upstream()
+        await upstream.start()
+        settings = accounting_settings(config)
+        accountant = await Accountant.connect(config.redis_url or "", settings, snap.prices)
+        return cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
+                   config_path=config_path, defaults_upstream=defaults_upstream)
+
+    def reload(self) -> Snapshot:
+        """Re-read the config file and swap the snapshot; raises on an invalid file, keeping the old one."""
+        if self.config_path is None:
+            raise ValueError("running on embedded defaults: there is no config file to reload")
+        config = TriageConfig.load(Path(self.config_path))
+        snap = Snapshot.build(config)
+        self.accountant.prices = snap.prices
+        self.snapshot = snap
+        log.info("config reloaded from %s", self.config_path)
+        return snap
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run metering work that must outlive the request (e.g. after a client disconnect)."""
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.upstream.close()
+        await self.accountant.close()
+
+
+def accounting_settings(config: TriageConfig) -> AccountingSettings:
+    a = config.accounting
+    extra = a.model_dump(exclude={"admission_on_redis_error", "settle_unpriced_at_estimate", "ledger_retention_days", "spool_dir"})
+    kwargs: dict[str, Any] = {
+        "fail_open": a.admission_on_redis_error == "open",
+        "ledger_retention_days": a.ledger_retention_days,
+    }
+    if a.spool_dir:
+        kwargs["spool_dir"] = a.spool_dir
+    fields = getattr(AccountingSettings, "model_fields", {})
+    kwargs = {k: v for k, v in {**extra, **kwargs}.items() if k in fields}
+    return AccountingSettings(**kwargs)
