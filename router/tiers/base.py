@@ -26,6 +26,9 @@ class Plan:
     rounds: int = 1
     aggregator: str | None = None
     note: str = ""                     # knob changes made to fit the budget
+    prompt_tokens: int = 0             # the prompt-token bound the estimate was made with
+    answer_tokens: int = 0             # visible-answer share of max_tokens (the rest is thinking budget)
+    fallbacks: list[str] = field(default_factory=list)  # deliberate: models an agent/aggregator may fall back to
 
     @property
     def primary_model(self) -> str:
@@ -40,6 +43,8 @@ class Decision:
     reason: str                        # short, for the x-triage-decision header
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"tier", "estimate_usd", "why"}
     cap_usd: float | None = None
+    preferred: str = ""                # the tier the quality target asked for, before budget
+    target_quality: float | None = None
 
 
 @dataclass(slots=True)
