@@ -1,0 +1,212 @@
+"""Pure, bounded-cost feature extraction shared by training and inference.
+
+Training and serving must featurize identically, so everything the model sees is
+computed here: the text of the last human ask (truncated head+tail so a 1 MB prompt
+costs the same as a 4 KB one), lexical tokens (stable, no hash()), and a small dense
+vector of conversation/shape features whose names double as human-readable signals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+# Head+tail of the last ask: the question is usually at the start, the actual
+# instruction ("answer with ...", "prove it") often at the end.
+HEAD_CHARS = 3000
+TAIL_CHARS = 1000
+MAX_TOKENS = 600
+# Context other than the last ask only contributes sizes and counts; cap the scan.
+CONTEXT_SCAN_CHARS = 20_000
+
+# CJK/kana/hangul have no spaces: one token per character, otherwise a whole
+# sentence would be one never-seen token.
+_TOKEN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\d_]+|\d+")
+_MATH_RE = re.compile(
+    r"\$|\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|le|ge|neq|infty|pi|theta|alpha|begin)"
+    r"|[∑∫√≤≥≠∞∀∃∈πθ±×÷]|\^|\d\s*[-+*/=<>]\s*\d"
+)
+_REASONING_RE = re.compile(
+    r"step[- ]by[- ]step|\bprove\b|\bproof\b|\bderive\b|\bshow that\b|\bjustify\b|"
+    r"\breason(?:ing)?\b|\bthink (?:carefully|through)\b|\bexplain why\b|\bwhy does\b"
+)
+_TASK_RE = re.compile(
+    r"\b(?:implement|design|architect|optimi[sz]e|debug|refactor|analy[sz]e|compare|"
+    r"evaluate|critique|algorithm|complexity|trade-?offs?|write a (?:program|function|script|class))\b"
+)
+_CODE_RE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]\s*$|#include|=>|\bfunction\b|\bimport ", re.M)
+_SIMPLE_RE = re.compile(
+    r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|night)|what(?:'s| is) the (?:time|weather|date)|"
+    r"set (?:a|an) |remind me|translate|define|who is|what is|how do you say|tell me a joke)\b"
+)
+_LIST_RE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s", re.M)
+_CONSTRAINT_RE = re.compile(r"\b(?:must|should|exactly|at least|at most|without|only|ensure|constraints?)\b")
+
+DENSE_NAMES: tuple[str, ...] = (
+    "long_prompt",        # log chars of the ask
+    "many_words",         # log words
+    "many_lines",         # log lines
+    "multi_turn",         # log user turns
+    "long_system_prompt", # log system chars
+    "tool_use",           # tools / tool messages present
+    "code",               # code markers
+    "math_notation",      # maths symbols / LaTeX
+    "numbers",            # log count of numbers
+    "multi_question",     # question marks
+    "asks_reasoning",     # step by step / prove / derive ...
+    "complex_task",       # implement / design / optimise ...
+    "simple_ask",         # greeting / assistant-command style
+    "structured_list",    # numbered or bulleted lines
+    "constraints",        # must / exactly / at most ...
+    "non_ascii",          # share of non-ASCII chars
+    "long_words",         # mean token length
+    "long_context",       # log chars of earlier turns
+)
+N_DENSE = len(DENSE_NAMES)
+
+
+def content_text(content: Any) -> str:
+    """Text of an OpenAI message content: str, parts list, or None."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, Mapping):
+                t = part.get("text")
+                if isinstance(t, str):
+                    out.append(t)
+                elif part.get("type") in ("image_url", "input_image", "image"):
+                    out.append("[image]")
+        return "\n".join(out)
+    if isinstance(content, Mapping):
+        t = content.get("text")
+        return t if isinstance(t, str) else ""
+    return str(content)
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]] | str | None) -> str:
+    """The last human ask; falls back to the last message with text (e.g. tool-only turns)."""
+    if messages is None:
+        return ""
+    if isinstance(messages, str):
+        return messages
+    for msg in reversed(messages):
+        if isinstance(msg, Mapping) and msg.get("role") == "user":
+            text = content_text(msg.get("content"))
+            if text.strip():
+                return text
+    for msg in reversed(messages):
+        if isinstance(msg, Mapping):
+            text = content_text(msg.get("content"))
+            if text.strip():
+                return text
+    return ""
+
+
+def truncate(text: str) -> str:
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    return text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
+
+
+class Conversation:
+    """What the featurizer needs from a request, extracted once."""
+
+    __slots__ = ("ask", "ask_len", "user_turns", "system_chars", "context_chars", "has_tools")
+
+    def __init__(self, ask: str, ask_len: int, user_turns: int = 1, system_chars: int = 0,
+                 context_chars: int = 0, has_tools: bool = False) -> None:
+        self.ask = ask
+        self.ask_len = ask_len
+        self.user_turns = user_turns
+        self.system_chars = system_chars
+        self.context_chars = context_chars
+        self.has_tools = has_tools
+
+
+def conversation(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any = None) -> Conversation:
+    if messages is None or isinstance(messages, str):
+        text = messages or ""
+        return Conversation(truncate(text), len(text), 1 if text else 0, 0, 0, bool(tools))
+    ask_full = last_user_text(messages)
+    user_turns = system_chars = context_chars = 0
+    has_tools = bool(tools)
+    for msg in messages:
+        if not isinstance(msg, Mapping):
+            continue
+        role = msg.get("role")
+        if role == "user":
+            user_turns += 1
+        if role == "tool" or msg.get("tool_calls") or msg.get("function_call"):
+            has_tools = True
+        content = msg.get("content")
+        size = len(content) if isinstance(content, str) else len(content_text(content)[:CONTEXT_SCAN_CHARS])
+        if role in ("system", "developer"):
+            system_chars += size
+        else:
+            context_chars += size
+    context_chars = max(0, context_chars - len(ask_full))
+    return Conversation(truncate(ask_full), len(ask_full), user_turns, system_chars, context_chars, has_tools)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased unigrams + adjacent bigrams; numbers collapse to '0' (value rarely matters)."""
+    toks = _TOKEN_RE.findall(text.lower())
+    if len(toks) > MAX_TOKENS:
+        toks = toks[:MAX_TOKENS]
+    toks = ["0" if t[0].isdigit() else t for t in toks]
+    return toks + [a + " " + b for a, b in zip(toks, toks[1:])]
+
+
+def dense(conv: Conversation) -> list[float]:
+    t = conv.ask
+    low = t.lower()
+    n_chars = conv.ask_len
+    words = t.split()
+    n_words = len(words)
+    n_lines = t.count("\n") + 1 if t else 0
+    non_ascii = 0.0
+    if t:
+        # encode() runs in C; the byte surplus approximates the non-ASCII share.
+        non_ascii = min(1.0, (len(t.encode("utf-8")) - len(t)) / (2.0 * len(t)))
+    mean_word = (sum(map(len, words)) / n_words) if n_words else 0.0
+    return [
+        math.log1p(n_chars),
+        math.log1p(n_words),
+        math.log1p(n_lines),
+        math.log1p(conv.user_turns),
+        math.log1p(conv.system_chars),
+        1.0 if conv.has_tools else 0.0,
+        math.log1p(len(_CODE_RE.findall(t))),
+        math.log1p(len(_MATH_RE.findall(t))),
+        math.log1p(sum(1 for w in words if w[:1].isdigit())),
+        math.log1p(t.count("?")),
+        math.log1p(len(_REASONING_RE.findall(low))),
+        math.log1p(len(_TASK_RE.findall(low))),
+        1.0 if _SIMPLE_RE.match(low) else 0.0,
+        math.log1p(len(_LIST_RE.findall(t))),
+        math.log1p(len(_CONSTRAINT_RE.findall(low))),
+        non_ascii,
+        min(mean_word, 20.0),
+        math.log1p(conv.context_chars),
+    ]
+
+
+def featurize(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any = None) -> tuple[list[str], list[float]]:
+    conv = conversation(messages, tools)
+    return tokens(conv.ask), dense(conv)
+
+
+def featurize_many(items: Iterable[Any]) -> tuple[list[list[str]], list[list[float]]]:
+    toks, dens = [], []
+    for m in items:
+        a, b = featurize(m)
+        toks.append(a)
+        dens.append(b)
+    return toks, dens
