@@ -23,6 +23,22 @@ def validate_scope(scope: str) -> str:
     return scope
 
 
+def build_scope(scope: str | None, tenant: str | None, key_id: str | None, tier: str | None, model: str | None) -> str:
+    """An explicit scope string, or one assembled from tenant/key + optional tier/model."""
+    if scope:
+        return validate_scope(scope)
+    if bool(tenant) == bool(key_id):
+        raise ValueError("give exactly one of tenant or key_id (or a full scope)")
+    if tier and model:
+        raise ValueError("a scope narrows by tier or by model, not both")
+    s = f"tenant:{tenant}" if tenant else f"key:{key_id}"
+    if tier:
+        s += f":tier:{tier}"
+    if model:
+        s += f":model:{model}"
+    return validate_scope(s)
+
+
 def period_field(period: str, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     if period == "day":

@@ -1,0 +1,276 @@
+"""`triage keys|budgets|ledger`: the operator's view of accounting, against the proxy's own Redis.
+
+Redis is found the way the proxy found it: ``--redis-url``, else ``REDIS_URL``,
+else the ``redis_url`` of ``--config``, else the embedded server the running
+proxy started from the same state directory (``TRIAGE_STATE_DIR``, default
+``.triage``). We never start a Redis here: keys written to a private throwaway
+server would be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+RedisOpt = typer.Option(None, "--redis-url", help="Redis URL (default: $REDIS_URL, the config's, or the running proxy's).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Config file whose redis_url to use.")
+StateOpt = typer.Option(None, "--state-dir", help="State dir of the running proxy (default: $TRIAGE_STATE_DIR or .triage).")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def resolve_redis_url(redis_url: str | None, config: Path | None = None, state_dir: Path | None = None) -> str:
+    if redis_url:
+        return redis_url
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    if config is not None:
+        import yaml  # noqa: PLC0415
+
+        raw = yaml.safe_load(Path(config).read_text()) or {}
+        url = raw.get("redis_url")
+        if isinstance(url, str) and url.startswith("os.environ/"):
+            url = os.environ.get(url.split("/", 1)[1])
+        if url:
+            return str(url)
+    from accounting.redis_server import running_url_from_state  # noqa: PLC0415
+
+    sd = state_dir or Path(os.environ.get("TRIAGE_STATE_DIR", ".triage"))
+    url = running_url_from_state(sd)
+    if url:
+        return url
+    err.print(f"[red]No Redis found:[/] pass --redis-url, set REDIS_URL, or start `triage serve` (state dir {sd}).")
+    raise typer.Exit(2)
+
+
+def _run(url: str, fn: Any) -> Any:
+    from redis.asyncio import Redis  # noqa: PLC0415
+
+    async def main() -> Any:
+        r = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return await fn(r)
+        finally:
+            await r.aclose()
+
+    try:
+        return asyncio.run(main())
+    except (ConnectionError, OSError) as e:
+        err.print(f"[red]Cannot reach Redis at {url}:[/] {e}")
+        raise typer.Exit(2) from None
+    except Exception as e:  # redis errors: one clean line, not a traceback
+        if type(e).__module__.startswith("redis"):
+            err.print(f"[red]Redis error at {url}:[/] {e}")
+            raise typer.Exit(2) from None
+        raise
+
+
+def _money(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"${v:,.{digits}f}"
+
+
+def _dump(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(no_args_is_help=True, help="Virtual API keys (stored hashed).")
+    budgets = typer.Typer(no_args_is_help=True, help="Budget policies per tenant/key, optionally per tier or model.")
+    ledger = typer.Typer(no_args_is_help=True, help="Cost ledger: reports and exports.")
+    app.add_typer(keys, name="keys")
+    app.add_typer(budgets, name="budgets")
+    app.add_typer(ledger, name="ledger")
+
+    @keys.command("create")
+    def keys_create(
+        tenant: str = typer.Option(..., "--tenant", help="Tenant the key belongs to."),
+        label: Optional[str] = typer.Option(None, "--label"),
+        budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0, help="Hard budget for this key."),
+        period: str = typer.Option("month", "--period", help="day | month | total"),
+        max_cost_per_query: Optional[float] = typer.Option(None, "--max-cost-per-query", min=0),
+        as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
+        state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Create a key; the plaintext is printed once and never stored."""
+        if period not in ("day", "month", "total"):
+            raise typer.BadParameter("period must be day, month or total")
+        from accounting import KeyStore  # noqa: PLC0415
+
+        url = resolve_redis_url(redis_url, config, state_dir)
+        try:
+            plain, info = _run(url, lambda r: KeyStore(r).create(tenant, label, budget_usd, period, max_cost_per_query))
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        if as_json:
+            _dump({"key": plain, **info.model_dump(), "budget_usd": budget_usd, "period": period})
+            return
+        out.print(f"[bold]{plain}[/]")
+        err.print(f"key_id {info.key_id}  tenant {info.tenant}"
+                  + (f"  budget {_money(budget_usd, 2)}/{period}" if budget_usd is not None else "")
+                  + "  (store it now: it is not shown again)")
+
+    @keys.command("list")
+    def keys_list(
+        tenant: Optional[str] = typer.Option(None, "--tenant"), as_json: bool = JsonOpt,
+        redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt, state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """List keys (ids and metadata, never the keys)."""
+        from accounting import KeyStore  # noqa: PLC0415
+
+        rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: KeyStore(r).list(tenant))
+        if as_json:
+            _dump([k.model_dump() for k in rows])
+            return
+        t = Table("key_id", "tenant", "label", "prefix", "created", "max/query", "revoked")
+        for k in rows:
+            t.add_row(k.key_id, k.tenant, k.label or "", k.prefix + "…", k.created_at,
+                      _money(k.max_cost_per_query), "yes" if k.revoked else "")
+        out.print(t)
+
+    @keys.command("revoke")
+    def keys_revoke(
+        key_id: str = typer.Argument(..., help="key_id (k_…) to revoke"),
+        redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt, state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Revoke a key (running proxies stop accepting it within seconds)."""
+        from accounting import KeyStore  # noqa: PLC0415
+
+        if not _run(resolve_redis_url(redis_url, config, state_dir), lambda r: KeyStore(r).revoke(key_id)):
+            err.print(f"[red]No key {key_id}[/]")
+            raise typer.Exit(1)
+        err.print(f"revoked {key_id}")
+
+    @budgets.command("set")
+    def budgets_set(
+        limit_usd: float = typer.Option(..., "--limit-usd", "--budget-usd", min=0),
+        tenant: Optional[str] = typer.Option(None, "--tenant"),
+        key_id: Optional[str] = typer.Option(None, "--key", "--key-id"),
+        tier: Optional[str] = typer.Option(None, "--tier", help="Narrow to one tier."),
+        model: Optional[str] = typer.Option(None, "--model", help="Narrow to one model."),
+        scope: Optional[str] = typer.Option(None, "--scope", help="Full scope, e.g. tenant:acme:tier:deliberate"),
+        period: str = typer.Option("month", "--period", help="day | month | total"),
+        soft: bool = typer.Option(False, "--soft", help="Only warn, never refuse."),
+        soft_pct: Optional[float] = typer.Option(None, "--warn-at", "--soft-pct", help="Warn at this % of the limit."),
+        max_cost_per_query: Optional[float] = typer.Option(None, "--max-cost-per-query", min=0,
+                                                           help="Tenant default per-query cap."),
+        store_prompts: Optional[bool] = typer.Option(None, "--store-prompts/--no-store-prompts",
+                                                     help="Tenant opt-in to keep prompt text in the ledger."),
+        as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
+        state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Set (replace) the budget policy of one scope."""
+        from accounting import BudgetPolicy, BudgetStore, KeyStore  # noqa: PLC0415
+        from accounting.budgets import build_scope  # noqa: PLC0415
+
+        if period not in ("day", "month", "total"):
+            raise typer.BadParameter("period must be day, month or total")
+        try:
+            sc = build_scope(scope, tenant, key_id, tier, model)
+            pol = BudgetPolicy(scope=sc, limit_usd=limit_usd, period=period, mode="soft" if soft else "hard",
+                               soft_pct=soft_pct)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+
+        async def go(r: Any) -> Any:
+            bs = BudgetStore(r)
+            status = await bs.status(await bs.set(pol))
+            if tenant and not tier and not model and (max_cost_per_query is not None or store_prompts is not None):
+                status["tenant_settings"] = await KeyStore(r).set_tenant(
+                    tenant, store_prompts=store_prompts, max_cost_per_query=max_cost_per_query)
+            return status
+
+        status = _run(resolve_redis_url(redis_url, config, state_dir), go)
+        if as_json:
+            _dump(status)
+        else:
+            _budget_table([status])
+
+    @budgets.command("show")
+    def budgets_show(
+        scope: Optional[str] = typer.Option(None, "--scope", help="Only this scope (and narrower ones)."),
+        tenant: Optional[str] = typer.Option(None, "--tenant"),
+        as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
+        state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Show policies with spend, in-flight reservations and what remains."""
+        from accounting import BudgetStore  # noqa: PLC0415
+
+        prefix = scope or (f"tenant:{tenant}" if tenant else None)
+        rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: BudgetStore(r).show(prefix))
+        if as_json:
+            _dump(rows)
+        else:
+            _budget_table(rows)
+
+    @ledger.command("report")
+    def ledger_report(
+        tenant: str = typer.Option(..., "--tenant"),
+        since: str = typer.Option("7d", "--since", help="7d, 24h, or an ISO date"),
+        by: str = typer.Option("tier", "--by", help="tier | model | day | complexity"),
+        as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
+        state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Requests, cost, quality, cost-per-quality and savings against always-top-tier."""
+        from accounting import reports  # noqa: PLC0415
+
+        try:
+            rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: reports.report(r, tenant, since, by))
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        tot = reports.totals(rows)
+        if as_json:
+            _dump({"tenant": tenant, "since": since, "by": by, "rows": rows, "totals": tot})
+            return
+        t = Table(by, "requests", "cost", "avg cost", "quality", "rated", "cost/quality", "top-tier cost", "savings",
+                  title=f"{tenant} since {since}")
+        for r in rows:
+            t.add_row(str(r[by]), str(r["requests"]), _money(r["cost_usd"]), _money(r["avg_cost_usd"], 6),
+                      "-" if r["quality"] is None else f"{r['quality']:.3f}", str(r["rated"]),
+                      _money(r["cost_per_quality_usd"], 6), _money(r["counterfactual_usd"]),
+                      _money(r["savings_usd"]) + ("" if r["savings_pct"] is None else f" ({r['savings_pct']:.0f}%)"))
+        t.add_row("[bold]total[/]", str(tot["requests"]), _money(tot["cost_usd"]), _money(tot["avg_cost_usd"], 6),
+                  "", "", "", _money(tot["counterfactual_usd"]),
+                  _money(tot["savings_usd"]) + ("" if tot["savings_pct"] is None else f" ({tot['savings_pct']:.0f}%)"))
+        out.print(t)
+
+    @ledger.command("export")
+    def ledger_export(
+        fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv | parquet"),
+        tenant: Optional[str] = typer.Option(None, "--tenant", help="Default: every tenant."),
+        since: Optional[str] = typer.Option(None, "--since"),
+        output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default stdout)."),
+        redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt, state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """One row per request; the format `triage train` reads (prompt is null unless the tenant opted in)."""
+        from accounting import reports  # noqa: PLC0415
+
+        if fmt not in ("jsonl", "csv", "parquet"):
+            raise typer.BadParameter("format must be jsonl, csv or parquet")
+        if fmt == "parquet" and output is None:
+            raise typer.BadParameter("parquet needs --out FILE")
+        rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: reports.export_rows(r, tenant, since))
+        data = reports.write_export(rows, fmt, output)
+        if data is not None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            err.print(f"wrote {len(rows)} rows to {output}")
+
+
+def _budget_table(rows: list[dict[str, Any]]) -> None:
+    t = Table("scope", "period", "mode", "limit", "spent", "in flight", "remaining", "warn at")
+    for r in rows:
+        t.add_row(r["scope"], r["period"], r["mode"], _money(r["limit_usd"], 2), _money(r["spent_usd"]),
+                  _money(r["reserved_usd"]), _money(r["remaining_usd"]),
+                  "-" if r.get("soft_pct") is None else f"{r['soft_pct']:g}%")
+    out.print(t)
