@@ -114,6 +114,10 @@ def to_openai_chunk(chunk: Any) -> dict[str, Any]:
     usage = d.get("usage") or getattr(chunk, "usage", None)
     if usage:
         out["usage"] = normalize_usage(usage)
+        # litellm puts an empty choice on the usage chunk; OpenAI sends choices=[] there
+        if all(not c["finish_reason"] and not any(v is not None for k, v in c["delta"].items() if k != "role")
+               for c in out["choices"]):
+            out["choices"] = []
     return out
 
 
@@ -135,13 +139,16 @@ def map_exception(dep: Deployment, e: BaseException, partial: bool = False) -> E
     status = getattr(e, "status_code", None)
     if isinstance(status, int) and 400 <= status < 600:
         retry_after = None
-        resp = getattr(e, "response", None)
-        headers = getattr(resp, "headers", None)
-        if headers is not None:
-            try:
-                retry_after = parse_retry_after(headers)
-            except Exception:
-                retry_after = None
+        # litellm keeps the provider's headers in different places depending on the error path
+        for headers in (getattr(e, "litellm_response_headers", None), getattr(e, "headers", None),
+                        getattr(getattr(e, "response", None), "headers", None)):
+            if headers:
+                try:
+                    retry_after = parse_retry_after(headers)
+                except Exception:
+                    retry_after = None
+                if retry_after is not None:
+                    break
         err = classify_status(dep, status, msg, retry_after)
         err.partial = partial
         return err
