@@ -23,22 +23,16 @@ from typing import Any
 
 from router.config import TIERS, TriageConfig
 from router.errors import ProxyError
-from router.tiers.base import Decision, Plan
+from router.tiers.base import NATIVE_THINK, PICK_TOKENS, THINK_PROMPT_TOKENS, Decision, Plan, quoted_tokens
 
 DEFAULT_QUALITY = {"fast": 0.70, "reasoning": 0.85, "deliberate": 0.92}
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 EFFORTS = ("low", "medium", "high")
 EFFORT_RANK = {"minimal": 0, "low": 0, "medium": 1, "high": 2}
-# Thinking-token budget added to max_tokens for a native reasoning model, by effort.
-NATIVE_THINK = {"low": 1024, "medium": 4096, "high": 16384}
 # Think-then-answer for models without native reasoning: steps and tokens per step.
 THINK_STEPS = {"low": 3, "medium": 6, "high": 10}
 STEP_TOKENS = 96
-THINK_PROMPT_TOKENS = 96          # the think-then-answer system instruction
 MIN_ANSWER_TOKENS = 32            # below this an answer is not worth paying for
-ANSWER_FRAME_TOKENS = 16          # per agent answer quoted into a debate/aggregator prompt
-PROMPT_FRAME_TOKENS = 160         # instructions wrapped around the quoted answers
-PICK_TOKENS = 16                  # an aggregator that picks replies with a number
 DEFAULT_AGENTS = 3                # deliberate tier listing a single model: that many copies
 MIN_AGENTS = 2
 MAX_PLANS = 12
@@ -135,11 +129,6 @@ def _chain(rates: list[tuple[float, float]], p: int, m: int) -> float:
         if c > worst:
             worst = c
     return worst
-
-
-def quoted_tokens(agents: int, agent_max: int) -> int:
-    """Bound on what quoting every agent's answer adds to a prompt."""
-    return agents * (agent_max + ANSWER_FRAME_TOKENS) + PROMPT_FRAME_TOKENS
 
 
 def aggregator_max_tokens(tt: TierTable, answer: int) -> int:

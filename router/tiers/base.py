@@ -13,6 +13,20 @@ if TYPE_CHECKING:
     from accounting import PriceBook, UpstreamCall
     from router.upstream import Deployment, Upstream
 
+# Prompt-token allowance for the think-then-answer instruction a non-native
+# reasoning model gets; shared so the policy's estimate and the executor agree.
+THINK_PROMPT_TOKENS = 96
+# Thinking-token budget added to max_tokens for a native reasoning model, by effort.
+NATIVE_THINK = {"low": 1024, "medium": 4096, "high": 16384}
+ANSWER_FRAME_TOKENS = 16    # per agent answer quoted into a debate/aggregator prompt
+PROMPT_FRAME_TOKENS = 160   # instructions wrapped around the quoted answers
+PICK_TOKENS = 16            # an aggregator that picks a candidate replies with its number
+
+
+def quoted_tokens(agents: int, agent_max: int) -> int:
+    """Bound on what quoting every agent's answer adds to a prompt (debate rounds, aggregator)."""
+    return agents * (agent_max + ANSWER_FRAME_TOKENS) + PROMPT_FRAME_TOKENS
+
 
 @dataclass(slots=True)
 class Plan:

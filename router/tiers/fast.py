@@ -1,0 +1,97 @@
+"""fast (and passthrough): one answer from the tier's model chain.
+
+Also home of the helpers every executor shares to shape its output like a
+single upstream call: usage summed over every attempt, `usage.cost` included.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator
+
+from router.tiers.base import ExecContext, Plan
+from router.tiers.fallback import Step, complete_chain, prompt_bound, stream_chain
+
+
+def usage_totals(ctx: ExecContext) -> dict[str, Any]:
+    pt = ct = cached = reasoning = 0
+    for c in ctx.calls:
+        pt += c.prompt_tokens
+        ct += c.completion_tokens
+        cached += c.cached_tokens
+        reasoning += c.reasoning_tokens
+    return {
+        "prompt_tokens": pt,
+        "completion_tokens": ct,
+        "total_tokens": pt + ct,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+        "cost": round(ctx.spent_usd(), 10),
+    }
+
+
+def base_body(ctx: ExecContext) -> dict[str, Any]:
+    b = dict(ctx.body)
+    b.pop("stream", None)
+    b.pop("stream_options", None)
+    b.pop("triage", None)
+    return b
+
+
+def remaining(ctx: ExecContext) -> float:
+    return ctx.budget_usd - ctx.spent_usd()
+
+
+def chunk_base(ctx: ExecContext, template: dict[str, Any] | None, model: str | None) -> dict[str, Any]:
+    t = template or {}
+    return {
+        "id": t.get("id") or f"chatcmpl-{ctx.request_id}",
+        "object": "chat.completion.chunk",
+        "created": t.get("created") or int(time.time()),
+        "model": model or t.get("model") or "",
+    }
+
+
+def usage_chunk(ctx: ExecContext, template: dict[str, Any] | None, model: str | None) -> dict[str, Any]:
+    return {**chunk_base(ctx, template, model), "choices": [], "usage": usage_totals(ctx)}
+
+
+class SingleCall:
+    """One answer over a fallback chain; effort / think-then-answer come from the plan."""
+
+    tier = "fast"
+
+    async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
+        body = base_body(ctx)
+        step = Step()
+        resp = await complete_chain(
+            ctx, plan.models, body, max_tokens=plan.max_tokens,
+            prompt=prompt_bound(ctx, body["messages"], plan.prompt_tokens), allowance=remaining(ctx),
+            effort=plan.reasoning_effort, think_steps=plan.think_steps, step=step,
+        )
+        resp["model"] = step.model
+        resp["usage"] = usage_totals(ctx)
+        return resp
+
+    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+        body = base_body(ctx)
+        step = Step()
+        template: dict[str, Any] | None = None
+        async for ch in stream_chain(
+            ctx, plan.models, body, max_tokens=plan.max_tokens,
+            prompt=prompt_bound(ctx, body["messages"], plan.prompt_tokens), allowance=remaining(ctx),
+            effort=plan.reasoning_effort, think_steps=plan.think_steps, step=step,
+        ):
+            if template is None:
+                template = ch
+            ch["model"] = step.model
+            yield ch
+        yield usage_chunk(ctx, template, step.model)
+
+
+class FastExecutor(SingleCall):
+    tier = "fast"
+
+
+class PassthroughExecutor(SingleCall):
+    tier = "passthrough"
