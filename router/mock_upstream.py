@@ -30,6 +30,9 @@ Faults (header ``x-mock-fault`` or the control API)
     truncate    stream: k chunks then a clean end without finish/[DONE]
     stall       stream: k chunks then hang (exercises idle timeouts)
     malformed   non-stream: 200 with invalid JSON; stream: an invalid data event
+    json_stream answer a stream request with a plain JSON completion
+    error_event stream: k chunks then ``data: {"error": {..., "code": 500}}``;
+                non-stream: 200 with an ``{"error": ...}`` body
 k = ``after_chunks`` of the fault rule, else header x-mock-after-chunks, else
 ``disconnect_after_chunks`` (default 2).
 
@@ -69,6 +72,8 @@ JSON_CT = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 DEFAULT_MODELS = ["mock-fast", "mock-mini", "mock-reasoner", "gpt-4o-mini", "o3-mini"]
 _STREAM_FAULTS = ("disconnect", "truncate", "stall")
+_OTHER_FAULTS = ("timeout", "malformed", "json_stream", "error_event")
+_ERROR_OBJ = b'{"message":"mock: upstream error","type":"server_error","param":null,"code":500}'
 
 
 @dataclass
@@ -287,6 +292,10 @@ async def chat_completions(state: MockState, body: dict[str, Any], plan: Plan, r
     if fault:
         if fault.isdigit():
             return await send_fault_status(send, fault, plan.rule, False)
+        if fault == "json_stream":
+            stream = False
+        if fault == "error_event" and not stream:
+            return await respond(send, 200, b'{"error":' + _ERROR_OBJ + b"}")
         if fault == "timeout" or (fault == "stall" and not stream):
             await wait_disconnect(receive, state.settings.hang_s)
             return await respond(send, 504, openai_error(504, "mock: timed out"))
@@ -338,6 +347,9 @@ async def stream_chat(state: MockState, body: dict[str, Any], plan: Plan, cid: s
                      + str(created).encode() + b',"model":' + _dumps(plan.model)
                      + b',"system_fingerprint":"fp_mock","choices":[],"usage":' + _dumps(plan.usage()) + b"}\n\n")
     final.append(DONE_EVENT)
+    if plan.fault == "error_event":
+        events = events[:plan.after]
+        final = [b'data: {"error":' + _ERROR_OBJ + b"}\n\n"]
     await run_stream(state, plan, events, final, b'data: {"id": "chatcmpl-mock", "choices": [{"de\n\n', receive, send)
 
 
@@ -457,7 +469,7 @@ async def control(state: MockState, method: str, path: str, receive: Any, send: 
             elif method == "POST":
                 for r in payload if isinstance(payload, list) else [payload]:
                     fault = str(r["fault"])
-                    if not (fault.isdigit() or fault in ("timeout", "malformed") + _STREAM_FAULTS):
+                    if not (fault.isdigit() or fault in _OTHER_FAULTS + _STREAM_FAULTS):
                         raise ValueError(f"unknown fault {fault!r}")
                     state.faults.append({
                         "model": r.get("model", "*"), "fault": fault, "count": int(r.get("count", 1)),

@@ -123,7 +123,7 @@ class Deployment:
 class Upstream:
     """Owns the pooled HTTP session; ``start()`` once, ``close()`` at shutdown."""
 
-    def __init__(self, *, limit: int = 4096, keepalive_timeout: float = 60.0, ttl_dns_cache: int = 300):
+    def __init__(self, *, limit: int = 4096, keepalive_timeout: float = 30.0, ttl_dns_cache: int = 300):
         self._limit = limit
         self._keepalive = keepalive_timeout
         self._ttl_dns = ttl_dns_cache
@@ -202,6 +202,9 @@ class Upstream:
             raise _err("bad_response", f"{dep.name}: upstream returned invalid JSON "
                        f"({len(raw)} bytes)", upstream_status=resp.status) from None
         if not isinstance(data, dict) or "choices" not in data:
+            if isinstance(data, dict) and "error" in data:
+                # some OpenAI-compatible servers report failures inside a 200
+                raise error_object(dep, data["error"], False)
             raise _err("bad_response", f"{dep.name}: upstream response has no 'choices'",
                        upstream_status=resp.status)
         return data
@@ -231,6 +234,11 @@ class Upstream:
                                     timeout=dep._stream_timeout) as resp:
                 if resp.status >= 400:
                     raise http_error(dep, resp.status, await resp.read(), resp.headers)
+                if resp.content_type == "application/json":
+                    # server ignored stream=true: replay the whole answer as chunks
+                    for c in completion_as_chunks(dep, await resp.read()):
+                        yield c
+                    return
                 dec = SSEDecoder()
                 feed = dec.feed
                 async for raw in resp.content.iter_any():
@@ -268,14 +276,38 @@ def parse_chunk(dep: Deployment, data: bytes, partial: bool) -> dict[str, Any]:
         raise _err("bad_response", f"{dep.name}: stream event is not an object", partial=partial)
     if "error" in chunk and not chunk.get("choices"):
         # vLLM/OpenRouter report mid-stream failures as a data event with an error object
-        err = chunk["error"]
-        msg = err.get("message") if isinstance(err, dict) else str(err)
-        code = err.get("code") if isinstance(err, dict) else None
-        status = code if isinstance(code, int) else 500
-        e = classify_status(dep, status, dep.scrub(str(msg))[:500], None)
-        e.partial = partial
-        raise e
+        raise error_object(dep, chunk["error"], partial)
     return chunk
+
+
+def error_object(dep: Deployment, err: Any, partial: bool) -> UpstreamError:
+    msg = err.get("message") if isinstance(err, dict) else str(err)
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    e = classify_status(dep, status, dep.scrub(str(msg))[:500], None)
+    e.partial = partial
+    return e
+
+
+def completion_as_chunks(dep: Deployment, raw: bytes) -> list[dict[str, Any]]:
+    try:
+        data = _loads(raw)
+    except _JSONDecodeError:
+        raise _err("bad_response", f"{dep.name}: upstream returned invalid JSON") from None
+    if not isinstance(data, dict) or "choices" not in data:
+        if isinstance(data, dict) and "error" in data:
+            raise error_object(dep, data["error"], False)
+        raise _err("bad_response", f"{dep.name}: upstream response has no 'choices'")
+    base = {"id": data.get("id"), "object": "chat.completion.chunk", "created": data.get("created"),
+            "model": data.get("model")}
+    choices = [{"index": c.get("index", 0), "delta": c.get("message") or {}, "logprobs": c.get("logprobs"),
+                "finish_reason": c.get("finish_reason") or "stop"} for c in data["choices"]]
+    out = [dict(base, choices=choices)]
+    if data.get("usage"):
+        out.append(dict(base, choices=[], usage=data["usage"]))
+    return out
 
 
 def parse_retry_after(headers: Any) -> float | None:

@@ -257,3 +257,24 @@ async def test_litellm_timeout(up, srv):
     with pytest.raises(UpstreamError) as ei:
         await up.complete(d, {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
     assert ei.value.kind == "timeout" and ei.value.status == 504
+
+
+async def test_error_objects_and_json_answer_to_stream(up, dep, srv):
+    srv.fault("error_event")
+    with pytest.raises(UpstreamError) as ei:
+        await up.complete(dep, req())
+    assert ei.value.kind == "server_error" and ei.value.upstream_status == 500
+    srv.fault("error_event", after_chunks=3)
+    chunks, err = await collect(up, dep, req())
+    assert len(chunks) == 3 and err is not None and err.kind == "server_error" and err.partial
+    srv.fault("json_stream")
+    chunks, err = await collect(up, dep, req(max_tokens=3))
+    assert err is None
+    assert chunks[0]["choices"][0]["delta"]["content"] == "Answer: " + chunks[0]["choices"][0]["delta"]["content"][8:]
+    assert chunks[0]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+async def test_sends_json_content_type(up, dep, srv):
+    await up.complete(dep, req())
+    assert srv.stats()["last"][-1]["headers"]["content-type"] == "application/json"
