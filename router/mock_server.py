@@ -30,6 +30,7 @@ def _config(app: Any, host: str, port: int, log_level: str) -> Any:
     return uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
         access_log=False, log_level=log_level, backlog=4096, timeout_keep_alive=60,
+        timeout_graceful_shutdown=2,
     )
 
 

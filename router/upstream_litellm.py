@@ -129,11 +129,17 @@ def map_exception(dep: Deployment, e: BaseException, partial: bool = False) -> E
     if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
         return transport_error(dep, e, partial)
     name = type(e).__name__
+    if name == "MidStreamFallbackError" and isinstance(getattr(e, "original_exception", None), Exception):
+        # litellm wraps whatever broke the stream; classify the cause, not the wrapper (status 503)
+        return map_exception(dep, e.original_exception, partial)
     msg = dep.scrub(str(getattr(e, "message", None) or e))[:500]
     if name in ("Timeout", "APITimeoutError"):
         return UpstreamError(504, "timeout", f"{dep.name}: {msg}", partial=partial)
     if name == "APIConnectionError":
-        return UpstreamError(502, "connect", f"{dep.name}: {msg}", partial=partial)
+        if "timeout" in msg.lower():
+            return UpstreamError(504, "timeout", f"{dep.name}: {msg}", partial=partial)
+        kind = "disconnect" if partial else "connect"
+        return UpstreamError(502, kind, f"{dep.name}: {msg}", partial=partial)
     if name == "APIResponseValidationError":
         return UpstreamError(502, "bad_response", f"{dep.name}: {msg}", partial=partial)
     status = getattr(e, "status_code", None)

@@ -278,3 +278,13 @@ async def test_error_objects_and_json_answer_to_stream(up, dep, srv):
 async def test_sends_json_content_type(up, dep, srv):
     await up.complete(dep, req())
     assert srv.stats()["last"][-1]["headers"]["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("fault,kind", [("disconnect", "disconnect"), ("stall", "timeout")])
+async def test_litellm_mid_stream_failures(up, srv, fault, kind):
+    d = Deployment(name="claude", model="anthropic/claude-x", provider="litellm", api_base=srv.root_url,
+                   api_key=KEY, timeout=0.7)
+    srv.fault(fault)
+    chunks, err = await collect(up, d, {"model": "c", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}]})
+    assert err is not None and err.kind == kind and err.partial and chunks
+    assert not err.retryable or kind == "timeout"
