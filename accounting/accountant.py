@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -50,9 +50,12 @@ log = logging.getLogger("triage.accounting")
 
 class AccountingSettings(BaseModel):
     fail_open: bool = False  # admission when Redis is unreachable: refuse (503) unless this is set
-    redis_timeout_s: float = 0.25
-    connect_timeout_s: float = 0.5
-    max_connections: int = 256
+    redis_timeout_s: float = 0.5
+    connect_timeout_s: float = 1.0
+    # A blocking pool: a burst waits briefly for a connection instead of failing (redis-py's plain pool
+    # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
+    max_connections: int = 64
+    pool_wait_s: float = 2.0
     lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
     auth_cache_ttl_s: float = 5.0
     ledger_retention_days: int = 90
@@ -103,14 +106,16 @@ class Accountant:
     async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
                       prices: PriceBook | None = None) -> "Accountant":
         settings = settings or AccountingSettings()
-        r = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             redis_url,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.connect_timeout_s,
             max_connections=settings.max_connections,
+            timeout=settings.pool_wait_s,
             retry=Retry(NoBackoff(), 0),  # the breaker and spool handle failure; retries only stretch the timeout
             health_check_interval=0,
         )
+        r = Redis(connection_pool=pool)
         acct = cls(r, settings, prices or PriceBook({}))
         # Redis down at boot must not stop the proxy: admission then follows fail_open/closed.
         if await acct.ready():
@@ -121,6 +126,7 @@ class Accountant:
         for t in list(self._bg):
             t.cancel()
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     # -- health ---------------------------------------------------------------------------------
 
