@@ -1,0 +1,92 @@
+"""Sampling profile of a Triage worker under closed-loop load (py-spy), folded into top-N tables.
+
+Percentages are of the worker's sampled, non-idle stacks: where its CPU goes
+while it serves at its maximum rate.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sections import loadgen
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3."):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "lib/python3." and "/" in tail else tail
+    return path
+
+
+def _py_spy() -> str | None:
+    cand = Path(sys.executable).parent / "py-spy"
+    return str(cand) if cand.exists() else shutil.which("py-spy")
+
+
+def fold(raw: str, top: int = 20) -> dict[str, Any]:
+    self_c: Counter[str] = Counter()
+    incl_c: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        names = []
+        for fr in stack.split(";")[1:]:  # first element is the process/thread label
+            m = _FRAME.match(fr.strip())
+            names.append(f"{m['fn']} ({_short(m['file'])})" if m else fr.strip())
+        if not names:
+            continue
+        self_c[names[-1]] += n
+        for name in set(names):
+            incl_c[name] += n
+    pct = lambda c: [{"function": k, "pct": round(100 * v / total, 1)} for k, v in c.most_common(top)]  # noqa: E731
+    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c)}
+
+
+def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str, Any]:
+    spy = _py_spy()
+    if spy is None:
+        return {"error": "py-spy not found (pip install py-spy)"}
+    workers = ctx.procs[name].workers()
+    if not workers:
+        return {"error": f"no worker process for {name}"}
+    pid = workers[0].pid
+    out = ctx.logdir / f"profile-{name}.txt"
+    load: dict[str, Any] = {}
+
+    def drive() -> None:
+        load.update(loadgen({"mode": "closed", "concurrency": 32, "duration": seconds + 2, "warmup": 1,
+                             "target": ctx.target(name)}))
+
+    th = threading.Thread(target=drive)
+    th.start()
+    time.sleep(1.0)
+    r = subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+                        "--format", "raw", "--nonblocking", "-o", str(out)], capture_output=True, text=True)
+    th.join()
+    if r.returncode != 0 or not out.exists():
+        return {"error": (r.stderr or r.stdout)[-1500:]}
+    res = fold(out.read_text())
+    res.update(target=name, pid=pid, seconds=seconds, rate_hz=250, rps_during=load.get("rps"),
+               cpu_busy_pct=round(100 * res["samples"] / (seconds * 250), 1))
+    return res
+
+
+if __name__ == "__main__":  # fold an existing raw profile: python bench/hotspots.py FILE
+    import json
+
+    print(json.dumps(fold(Path(sys.argv[1]).read_text()), indent=1))
