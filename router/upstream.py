@@ -23,6 +23,7 @@ import email.utils
 import logging
 import os
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -219,8 +220,9 @@ class Upstream:
         (so the caller can still fall back); errors after it carry ``partial``.
         """
         if dep.provider == "litellm":
-            async for c in litellm_stream(self._load_litellm(), dep, body):
-                yield c
+            async with aclosing(litellm_stream(self._load_litellm(), dep, body)) as inner:
+                async for c in inner:
+                    yield c
             return
         payload = dict(body)
         payload["model"] = dep.model
