@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from accounting import count_text_tokens, estimate_prompt_tokens
+from accounting.breaker import CircuitBreaker
+from accounting.spool import Spool
+from accounting.tokens import PER_MESSAGE_OVERHEAD, PER_REQUEST_OVERHEAD
+
+
+def test_token_counts_are_real_tokens():
+    assert count_text_tokens("") == 0
+    n = count_text_tokens("The quick brown fox jumps over the lazy dog.")
+    assert 8 <= n <= 12  # a real BPE count, not bytes/4 (= 11) by accident
+    assert count_text_tokens("hello " * 100) <= 101
+
+
+def test_prompt_estimate_is_an_upper_bound():
+    text = "数学の証明を示してください。" * 20  # CJK: more tokens than a naive word count
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+    est = estimate_prompt_tokens(msgs)
+    assert est >= count_text_tokens(text) + count_text_tokens("be brief") + 2 * PER_MESSAGE_OVERHEAD
+    assert est >= math.ceil(len(text.encode()) / 4)
+    parts = [{"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}]}]
+    assert estimate_prompt_tokens(parts) >= 1000 + PER_REQUEST_OVERHEAD
+    assert estimate_prompt_tokens([]) == PER_REQUEST_OVERHEAD
+
+
+def test_breaker_opens_and_half_opens():
+    now = [0.0]
+    b = CircuitBreaker(threshold=2, cooldown=1.0, clock=lambda: now[0])
+    b.failure()
+    assert b.allow()
+    b.failure()
+    assert not b.allow() and b.state == "open"
+    now[0] = 1.5
+    assert b.allow()  # one trial
+    assert not b.allow()
+    b.failure()
+    assert not b.allow()
+    now[0] = 3.0
+    assert b.allow()
+    b.success()
+    assert b.state == "closed" and b.allow()
+
+
+async def test_spool_keeps_what_fails(tmp_path):
+    s = Spool(tmp_path)
+    for i in range(3):
+        s.append({"i": i})
+    with open(s.path, "ab") as f:
+        f.write(b'{"torn":')  # a crash mid-write leaves a partial line
+    seen = []
+
+    async def flaky(e):
+        if e["i"] == 1 and not seen.count(1):
+            seen.append(1)
+            raise ConnectionError
+        seen.append(e["i"])
+
+    assert await s.replay(flaky) == 1
+    assert s.pending() == 3  # 1, 2 and the torn line are back in the live spool
+    assert await s.replay(flaky) == 2
+    assert s.pending() == 0
