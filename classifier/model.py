@@ -115,10 +115,12 @@ class Classifier:
         ranked = []
         for name, c, m, v in zip(self._names, contribs, self._dense_mean, x):
             if (c > 0) == up and abs(c) >= 0.1:
+                if up and v < m:
+                    continue   # "hard because it is *not* long" explains nothing to a user
                 label = name if v >= m else _LOW_NAMES.get(name, "no_" + name)
                 ranked.append((abs(c), label))
         if term and (term_c > 0) == up and abs(lexical) >= 0.1:
-            ranked.append((abs(lexical), "wording:" + term))
+            ranked.append((abs(lexical), "wording:" + ("<number>" if term == "0" else term)))
         ranked.sort(key=lambda r: (-r[0], r[1]))
         return [label for _, label in ranked[:3]]
 

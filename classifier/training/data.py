@@ -30,6 +30,7 @@ from classifier.features import last_user_text
 VAL_MOD = 5          # 1 in 5 normalised prompts is held out
 CAL_SALT = "cal"     # independent hash for the calibration slice of train
 CLINC_KEEP = 0.2     # fraction of CLINC rows kept (style-dominance guard)
+NONE_CORRECT = 0.5   # label of a prompt neither model solves
 
 _NORM_RE = re.compile(r"[\W_]+")
 
@@ -140,23 +141,34 @@ def _request_of(row: dict[str, Any]) -> Any:
     return p if isinstance(p, str) else None
 
 
+# (soft label, weight) per coarse source. Arena-hard is hard for a cheap model mostly
+# when it asks for code/maths; a flat 0.8 taught "write ..." => hard, so it stays moderate.
+PRIORS = {
+    "hard_prompt": (0.7, 0.7),
+    "creative_writing": (0.25, 0.7),
+    "clinc": (0.03, 0.6),
+    "self_instruct": (0.15, 1.0),
+    "math_level_base": 0.15, "math_level_step": 0.15, "math_weight": 0.4,
+    "gsm8k_base": 0.1, "gsm8k_step": 0.08, "gsm8k_weight": 0.25,
+}
+
+
 def _prior_label(row: dict[str, Any], file: str) -> tuple[float, float] | None:
     src = str(row.get("source", ""))
     hint = row.get("label_hint")
     if "level" in row and isinstance(row.get("level"), int):
         lv = min(5, max(1, int(row["level"])))
-        return (0.15 + 0.15 * lv, 0.4)
+        return (PRIORS["math_level_base"] + PRIORS["math_level_step"] * lv, PRIORS["math_weight"])
     if "n_solution_lines" in row:
         steps = int(row.get("n_solution_lines") or 2)
-        return (min(0.75, 0.1 + 0.08 * max(0, steps - 2)), 0.25)
-    if hint == "hard_prompt":
-        return (0.8, 1.0)
-    if hint == "creative_writing":
-        return (0.35, 1.0)
+        y = PRIORS["gsm8k_base"] + PRIORS["gsm8k_step"] * max(0, steps - 2)
+        return (min(0.75, y), PRIORS["gsm8k_weight"])
+    if hint in ("hard_prompt", "creative_writing"):
+        return PRIORS[hint]
     if src.startswith("clinc150") or "clinc" in file:
-        return (0.03, 0.6)
+        return PRIORS["clinc"]
     if src.startswith("self_instruct"):
-        return (0.15, 1.0)
+        return PRIORS["self_instruct"]
     return None
 
 
@@ -200,7 +212,7 @@ def load_file(path: Path) -> tuple[list[Example], RoutingSpec | None]:
             sc = r["scores"]
             cheap = sum(float(sc.get(m) or 0) for m in spec.cheap) / len(spec.cheap)
             strong = sum(float(sc.get(m) or 0) for m in spec.strong) / len(spec.strong)
-            y = (1 - cheap) * (0.5 + 0.5 * strong)
+            y = (1 - cheap) * (NONE_CORRECT + (1 - NONE_CORRECT) * strong)
             # Tier-level outcome: expected quality of a random model of each group.
             outcome = (cheap, strong)
             out.append(Example(req, y, 1.0, path.name, src, key, split_of(key), True, outcome))

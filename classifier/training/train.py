@@ -27,7 +27,8 @@ from classifier.training.data import Example, is_cal, load
 MAX_FEATURES = 30_000
 MIN_DF = 3
 C = 1.0
-REASONING_P = 0.5       # escalate when a cheap failure is more likely than not
+QUALITY_TARGET = 0.95   # fast tier unless that costs more than 5% of strong quality
+REASONING_RANGE = (0.2, 0.6)
 DELIBERATE_MIN = 0.75
 DELIBERATE_Q = 0.95     # ... and the hardest few percent of gold prompts go to deliberate
 
@@ -119,8 +120,9 @@ def train(paths: Iterable[str | Path], out: str | Path, *, c: float = C,
     cheap_fail = np.array([1.0 - e.outcome[0] if e.outcome else e.y for e in cal_ex])
     a, b = _platt(zc, cheap_fail, wc)
     pc = 1 / (1 + np.exp(-(a * zc + b)))
+    reasoning = _quality_threshold(pc, [e.outcome for e in cal_ex])
     deliberate = float(max(DELIBERATE_MIN, np.quantile(pc, DELIBERATE_Q))) if len(pc) else DELIBERATE_MIN
-    deliberate = min(deliberate, 0.99)
+    deliberate = min(max(deliberate, reasoning + 0.1), 0.99)
 
     vocab = [None] * n_lex
     for term, idx in vec.vocabulary_.items():
@@ -137,7 +139,7 @@ def train(paths: Iterable[str | Path], out: str | Path, *, c: float = C,
         "dense_coef": [float(v) for v in coef[n_lex:]],
         "intercept": float(lr.intercept_[0]),
         "calibration": {"platt": [a, b], "target": "cheap model fails"},
-        "thresholds": {"reasoning": REASONING_P, "deliberate": round(deliberate, 4)},
+        "thresholds": {"reasoning": round(reasoning, 4), "deliberate": round(deliberate, 4)},
         "meta": {
             "C": c, "n_fit": len(fit_ex), "n_cal": len(cal_ex), "n_vocab": n_lex,
             "n_nonzero_lex": len(keep),
@@ -152,6 +154,24 @@ def train(paths: Iterable[str | Path], out: str | Path, *, c: float = C,
     return {"seconds": round(time.perf_counter() - t0, 2), "n_fit": len(fit_ex), "n_cal": len(cal_ex),
             "n_vocab": n_lex, "thresholds": artifact["thresholds"], "platt": [a, b],
             "bytes": out.stat().st_size, "top_dense": _top_dense(coef[n_lex:])}
+
+
+def _quality_threshold(p: np.ndarray, outcomes: Sequence[tuple[float, float] | None]) -> float:
+    """Highest threshold whose routing (p >= t -> strong) keeps QUALITY_TARGET of the
+    all-strong quality on the gold calibration rows, clamped to REASONING_RANGE."""
+    m = np.array([o is not None for o in outcomes])
+    lo, hi = REASONING_RANGE
+    if m.sum() < 20:
+        return 0.5
+    pm = p[m]
+    weak = np.array([o[0] for o in outcomes if o is not None])
+    strong = np.array([o[1] for o in outcomes if o is not None])
+    target = QUALITY_TARGET * strong.mean()
+    for t in np.arange(hi, lo - 1e-9, -0.01):
+        q = np.where(pm >= t, strong, weak).mean()
+        if q >= target:
+            return float(round(t, 2))
+    return lo
 
 
 def _source_counts(ex: Sequence[Example]) -> dict[str, int]:
