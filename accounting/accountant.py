@@ -101,6 +101,10 @@ class Accountant:
         self._replay_lock = asyncio.Lock()
         self._next_spool_check = 0.0
         self._bg: set[asyncio.Task[Any]] = set()
+        self._policy_lock = asyncio.Lock()
+        self._policy_ver = -1  # never matches: the first admit loads the policy index
+        self._policy_scopes: frozenset[str] = frozenset()
+        self._lease_ms = int(settings.lease_ttl_s * 1000)
 
     @classmethod
     async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
@@ -119,7 +123,11 @@ class Accountant:
         acct = cls(r, settings, prices or PriceBook({}))
         # Redis down at boot must not stop the proxy: admission then follows fail_open/closed.
         if await acct.ready():
-            await acct.replay_spool()
+            try:
+                await acct._refresh_policies()
+                await acct.replay_spool()
+            except AccountingUnavailable:
+                pass
         return acct
 
     async def close(self) -> None:
@@ -203,28 +211,13 @@ class Accountant:
                     "per-query cap", cap, cap,
                     f"Request may cost up to ${cheapest:.6f}, above the per-query cost cap of ${cap:.6f}.",
                 )
-        day, month = _today()
-        scope_ix: dict[str, int] = {}
-        scope_names: list[str] = []
-        keys: list[str] = []
-        plan_args: list[Any] = []
-        ests: list[int] = []
-        for i in idx:
-            p = plans[i]
-            members = []
-            for s in rk.scopes_for(principal.tenant, principal.key_id, p.tier, p.model):
-                j = scope_ix.get(s)
-                if j is None:
-                    scope_names.append(s)
-                    j = scope_ix[s] = len(scope_names)
-                    keys += (rk.budget(s), rk.spend(s), rk.holds(s))
-                members.append(j)
-            est = to_nusd(p.estimate_usd)
-            ests.append(est)
-            plan_args += (est, len(members), *members)
-        args = [request_id, day, month, int(self.settings.lease_ttl_s * 1000), len(scope_names), len(idx), *plan_args]
         try:
-            res = await self._call(self._admit, keys, args)
+            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+            if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
+                await self._refresh_policies()
+                res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+                if int(res[0]) == -1:
+                    raise AccountingUnavailable("budget policies changing too fast to admit")
         except AccountingUnavailable:
             if not self.settings.fail_open:
                 raise
@@ -260,6 +253,46 @@ class Accountant:
             tier=p.tier, model=p.model, held_scopes=held, reserved_nusd=ests[k],
             store_prompts=principal.store_prompts,
         )
+
+    async def _refresh_policies(self) -> None:
+        seen = self._policy_ver
+        async with self._policy_lock:  # a burst of stale admits refreshes once, not once each
+            if self._policy_ver != seen:
+                return
+            try:
+                self._policy_ver, self._policy_scopes = await self.budgets.snapshot()
+            except (RedisError, OSError) as e:
+                self.breaker.failure()
+                raise AccountingUnavailable("accounting store unavailable") from e
+
+    async def _admit_once(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
+                          idx: list[int]) -> tuple[Any, list[str], list[int]]:
+        """One EVALSHA over only the scopes that have a policy (per the cached, version-checked index)."""
+        day, month = _today()
+        have = self._policy_scopes
+        scope_ix: dict[str, int] = {}
+        scope_names: list[str] = []
+        keys: list[str] = [rk.budgets_version()]
+        plan_args: list[Any] = []
+        ests: list[int] = []
+        for i in idx:
+            p = plans[i]
+            members = []
+            if have:
+                for s in rk.scopes_for(principal.tenant, principal.key_id, p.tier, p.model):
+                    if s not in have:
+                        continue
+                    j = scope_ix.get(s)
+                    if j is None:
+                        scope_names.append(s)
+                        j = scope_ix[s] = len(scope_names)
+                        keys += (rk.budget(s), rk.spend(s), rk.holds(s))
+                    members.append(j)
+            est = to_nusd(p.estimate_usd)
+            ests.append(est)
+            plan_args += (est, len(members), *members)
+        args = [request_id, day, month, self._lease_ms, len(scope_names), len(idx), self._policy_ver, *plan_args]
+        return await self._call(self._admit, keys, args), scope_names, ests
 
     # -- settlement -----------------------------------------------------------------------------
 
@@ -314,7 +347,7 @@ class Accountant:
         keys += [rk.spend(sc) for sc in charge]
         args = [
             record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd, to_nusd(cost), day, month,
-            s.idempotency_days * 86400, orjson.dumps(record.model_dump()), trim_kind, trim_arg,
+            s.idempotency_days * 86400, record.model_dump_json(), trim_kind, trim_arg,
             s.ledger_retention_days * 86400 + 86400, len(adm.held_scopes), len(charge),
             f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", to_nusd(cf),
             usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens,

@@ -72,6 +72,7 @@ class BudgetStore:
             p.delete(rk.budget(policy.scope))
             p.hset(rk.budget(policy.scope), mapping=fields)
             p.sadd(rk.budgets_index(), policy.scope)
+            p.incr(rk.budgets_version())
             await p.execute()
         return policy
 
@@ -79,7 +80,8 @@ class BudgetStore:
         async with self.r.pipeline(transaction=True) as p:
             p.delete(rk.budget(scope))
             p.srem(rk.budgets_index(), scope)
-            n, _ = await p.execute()
+            p.incr(rk.budgets_version())
+            n, _, _ = await p.execute()
         return bool(n)
 
     async def get(self, scope: str) -> BudgetPolicy | None:
@@ -116,6 +118,14 @@ class BudgetStore:
             "reserved_usd": reserved,
             "remaining_usd": max(0.0, pol.limit_usd - spent - reserved),
         }
+
+    async def snapshot(self) -> tuple[int, frozenset[str]]:
+        """(version, scopes with a policy), read atomically; workers cache this between changes."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(rk.budgets_version())
+            p.smembers(rk.budgets_index())
+            ver, members = await p.execute()
+        return int(ver or 0), frozenset(_s(m) for m in members)
 
     async def spent(self, scope: str, period: str = "total") -> float:
         return from_nusd(await self.r.hget(rk.spend(scope), period_field(period)) or 0)

@@ -9,6 +9,7 @@ Layout (``P`` = ``triage:``):
 - ``P tenants``                  set of tenant names seen
 - ``P budget:<scope>``           hash: limit (nano-USD), period, mode, soft_pct  (a policy)
 - ``P budgets``                  set of scopes that have a policy
+- ``P budgets:ver``              integer bumped on every policy change (admit checks workers' cached view)
 - ``P spend:<scope>``            hash: ``d:YYYY-MM-DD`` / ``m:YYYY-MM`` / ``t`` settled spend, ``reserved`` in flight
 - ``P holds:<scope>``            zset: ``<request_id>|<nano-USD>`` scored by lease expiry (ms)
 - ``P ledger:<tenant>``          stream: one entry per request (field ``d`` = JSON)
@@ -51,6 +52,10 @@ def budget(scope: str) -> str:
 
 def budgets_index() -> str:
     return f"{PREFIX}budgets"
+
+
+def budgets_version() -> str:
+    return f"{PREFIX}budgets:ver"
 
 
 def spend(scope: str) -> str:

@@ -3,11 +3,19 @@
 -- number of proxy processes see each other's holds; nobody can slip in between
 -- the check and the reservation.
 --
--- KEYS: per scope i (1-based): [3i-2]=budget policy hash, [3i-1]=spend hash, [3i]=holds zset
+-- The caller sends only the scopes that have a policy, per its cached view of the
+-- policy index; KEYS[1] holds the index's version and a mismatch returns {-1}
+-- so the caller refreshes and retries. A policy set a moment ago is therefore
+-- enforced from the very next admission, not after some cache TTL.
+--
+-- KEYS: 1 policy-index version, then per scope i (1-based):
+--       [3i-1]=budget policy hash, [3i]=spend hash, [3i+1]=holds zset
 -- ARGV: 1 member prefix (request id), 2 day, 3 month, 4 lease ttl ms, 5 nscopes, 6 nplans,
---       then per plan: estimate (nano-USD), count, scope indices...
+--       7 expected policy-index version, then per plan: estimate (nano-USD), count, scope indices...
 -- Returns {1, plan_idx, remaining|-1, held_csv, warnings...} or {0, scope_idx, remaining, limit, plan_idx}
+-- or {-1} when the caller's view of the policy index is stale.
 redis.replicate_commands()
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[7] then return {-1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid, day, month = ARGV[1], ARGV[2], ARGV[3]
@@ -16,9 +24,9 @@ local nscopes, nplans = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local state = {}
 for i = 1, nscopes do
-  local pol = redis.call('HMGET', KEYS[3*i-2], 'limit', 'period', 'mode', 'soft_pct')
+  local pol = redis.call('HMGET', KEYS[3*i-1], 'limit', 'period', 'mode', 'soft_pct')
   if pol[1] then
-    local sk, hk = KEYS[3*i-1], KEYS[3*i]
+    local sk, hk = KEYS[3*i], KEYS[3*i+1]
     -- Leases whose worker died expire here: give their hold back to the scope.
     local expired = redis.call('ZRANGEBYSCORE', hk, '-inf', now, 'LIMIT', 0, 512)
     if #expired > 0 then
@@ -39,7 +47,7 @@ for i = 1, nscopes do
   end
 end
 
-local pos = 7
+local pos = 8
 local best = nil -- blocker of the cheapest refused plan, for the error message
 for p = 1, nplans do
   local est = tonumber(ARGV[pos])
@@ -60,8 +68,8 @@ for p = 1, nplans do
     for _, i in ipairs(idx) do
       local s = state[i]
       if s then
-        if redis.call('ZADD', KEYS[3*i], now + ttl, member) == 1 then
-          redis.call('HINCRBY', KEYS[3*i-1], 'reserved', est)
+        if redis.call('ZADD', KEYS[3*i+1], now + ttl, member) == 1 then
+          redis.call('HINCRBY', KEYS[3*i], 'reserved', est)
         end
         held[#held + 1] = tostring(i)
         local after = s.used + est
