@@ -255,7 +255,9 @@ def wanted_rank(tables: PolicyTables, complexity: float, clf_tier: str) -> int:
 
 def decide(req: Any, raw_body: dict[str, Any], classification: Any, cap_usd: float | None, config: TriageConfig,
            prices: Any, prompt_tokens: int, forced_tier: str | None = None, concrete_model: str | None = None,
-           *, tables: PolicyTables | None = None) -> Decision:
+           *, tables: PolicyTables | None = None, pinned_tier: str | None = None) -> Decision:
+    """Candidates in preference order. `forced_tier` (triage/<tier>) never steps down; `pinned_tier`
+    (session stickiness) replaces the classifier's choice but may still step down to fit the budget."""
     t = tables if (tables is not None and tables.config is config) else tables_for(config, prices)
     c = float(classification.complexity)
     signals = list(classification.signals)
@@ -273,6 +275,13 @@ def decide(req: Any, raw_body: dict[str, Any], classification: Any, cap_usd: flo
         target = chosen.quality
         scope = [chosen]
         reason = f"forced {forced_tier}"
+    elif pinned_tier is not None and pinned_tier in tiers:
+        chosen = tiers[pinned_tier]
+        target = chosen.quality
+        scope = [chosen]
+        if t.allow_downgrade:
+            scope += sorted((x for x in tiers.values() if x.quality < chosen.quality), key=lambda x: -x.quality)
+        reason = f"session pin -> {pinned_tier}"
     else:
         want = TIERS[wanted_rank(t, c, classification.tier)]
         target = tiers[want].quality if want in tiers else DEFAULT_QUALITY[want]

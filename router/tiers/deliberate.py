@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from router.errors import ProxyError, budget_exceeded
@@ -290,16 +291,17 @@ class DeliberateExecutor:
             step = Step()
             text: list[str] = []
             try:
-                async for ch in stream_chain(ctx, run.agg_chain, run.body | {"messages": msgs},
-                                             max_tokens=run.agg_max, prompt=prompt_bound(ctx, msgs),
-                                             allowance=remaining(ctx), effort="low", step=step):
-                    template = template or ch
-                    ch["model"] = model = step.model
-                    for c in ch.get("choices") or ():
-                        t = (c.get("delta") or {}).get("content")
-                        if t:
-                            text.append(t)
-                    yield ch
+                async with aclosing(stream_chain(ctx, run.agg_chain, run.body | {"messages": msgs},
+                                                 max_tokens=run.agg_max, prompt=prompt_bound(ctx, msgs),
+                                                 allowance=remaining(ctx), effort="low", step=step)) as chunks:
+                    async for ch in chunks:
+                        template = template or ch
+                        ch["model"] = model = step.model
+                        for c in ch.get("choices") or ():
+                            t = (c.get("delta") or {}).get("content")
+                            if t:
+                                text.append(t)
+                        yield ch
             except (UpstreamError, ProxyError) as e:
                 if template is not None:
                     raise  # bytes already went out: no silent switch to another answer

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from accounting import UpstreamCall
@@ -296,8 +297,9 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
             raise
         COOLDOWNS.succeeded(dep)
         step.model, step.dep = model, dep
-        async for c in _relay(ctx, agen, first, model, t0, hop, p, step, think):
-            yield c
+        async with aclosing(_relay(ctx, agen, first, model, t0, hop, p, step, think)) as relay:
+            async for c in relay:
+                yield c
         return
     if last is not None:
         raise last

@@ -7,6 +7,7 @@ single upstream call: usage summed over every attempt, `usage.cost` included.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from router.tiers.base import ExecContext, Plan
@@ -77,15 +78,17 @@ class SingleCall:
         body = base_body(ctx)
         step = Step()
         template: dict[str, Any] | None = None
-        async for ch in stream_chain(
+        # aclosing: a client leaving closes this generator; the inner ones must close (and bill) now, not at GC.
+        async with aclosing(stream_chain(
             ctx, plan.models, body, max_tokens=plan.max_tokens,
             prompt=prompt_bound(ctx, body["messages"], plan.prompt_tokens), allowance=remaining(ctx),
             effort=plan.reasoning_effort, think_steps=plan.think_steps, step=step,
-        ):
-            if template is None:
-                template = ch
-            ch["model"] = step.model
-            yield ch
+        )) as chunks:
+            async for ch in chunks:
+                if template is None:
+                    template = ch
+                ch["model"] = step.model
+                yield ch
         yield usage_chunk(ctx, template, step.model)
 
 

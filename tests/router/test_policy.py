@@ -166,6 +166,12 @@ def test_forced_tier_stays_in_tier(env):
     assert d.reason.startswith("forced")
 
 
+def test_session_pin_prefers_the_pinned_tier_but_may_step_down(env):
+    d = decide(env, 0.05, "fast", pinned_tier="reasoning")
+    assert d.plans[0].tier == "reasoning" and d.reason.startswith("session pin")
+    assert decide(env, 0.05, "fast", pinned_tier="reasoning", cap=0.004).plans[0].tier == "fast"
+
+
 def test_concrete_model_is_budgeted_passthrough(env):
     cfg, prices, _ = env
     d = decide(env, concrete_model="big")

@@ -234,6 +234,21 @@ async def test_stream_falls_back_only_before_first_byte(mock, up):
     assert len(ctx.calls) == 1 and ctx.calls[0].estimated and ctx.calls[0].cost_usd > 0
 
 
+async def test_client_leaving_mid_stream_bills_what_was_generated(mock, up):
+    snap = snapshot(mock)
+    mock.update_settings(completion_tokens=200, itl_ms=2)
+    b = body()
+    plan = plan_for(snap, "fast", b)
+    ctx = ctx_for(snap, up, b, plan.estimate_usd)
+    gen = EXECUTORS["fast"].stream(plan, ctx)
+    got = [await gen.__anext__() for _ in range(10)]
+    await gen.aclose()
+    assert len(got) == 10
+    (call,) = ctx.calls
+    assert call.status == "cancelled" and call.estimated
+    assert 5 <= call.completion_tokens < 200 and 0 < call.cost_usd <= plan.estimate_usd
+
+
 async def test_fallback_to_dearer_model_is_sized_to_the_allowance(mock, up):
     snap = snapshot(mock)
     mock.update_settings(completion_tokens=5000)  # every answer runs to its cap
