@@ -100,7 +100,7 @@ def test_request_id_echoed_or_generated(proxy: Proxy) -> None:
         assert r.headers["x-request-id"] == "abc-123"
         r = c.get("/healthz")
         assert r.headers["x-request-id"].startswith("req_")
-        r = c.get("/nowhere", headers={"x-request-id": "bad id\r\nx: y"})
+        r = c.get("/nowhere", headers={"x-request-id": "bad id <script>"})
         assert r.headers["x-request-id"].startswith("req_")
         assert_error_shape(r, 404)
 
