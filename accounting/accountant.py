@@ -345,14 +345,13 @@ class Accountant:
             keys += (rk.spend(sc), rk.holds(sc))
         charge = rk.scopes_for(tenant, kid, record.tier, record.model)
         keys += [rk.spend(sc) for sc in charge]
-        args = [
-            record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd, to_nusd(cost), day, month,
-            s.idempotency_days * 86400, record.model_dump_json(), trim_kind, trim_arg,
-            s.ledger_retention_days * 86400 + 86400, len(adm.held_scopes), len(charge),
-            f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", to_nusd(cf),
-            usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens,
-            tenant, kid, record.tier, record.model, bucket,
-        ]
+        nums = (adm.reserved_nusd, to_nusd(cost), to_nusd(cf), usage.prompt_tokens, usage.cached_tokens,
+                usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
+                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400)
+        strs = (day, month, f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", tenant, kid,
+                record.tier, record.model, bucket)
+        args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
+                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs)]
         return keys, args
 
     async def settle(self, adm: Admission, record: LedgerRecord) -> bool:

@@ -51,8 +51,8 @@ class KeyStore:
         period: str = "month",
         max_cost_per_query: float | None = None,
     ) -> tuple[str, KeyInfo]:
-        if not tenant or any(c in tenant for c in ": \n"):
-            raise ValueError("tenant must be non-empty and contain no ':', spaces or newlines")
+        if not tenant or len(tenant) > 128 or any(c in tenant for c in ": ") or not tenant.isprintable():
+            raise ValueError("tenant must be 1-128 printable characters without ':' or spaces")
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         sha = hash_key(plaintext)
         kid = "k_" + secrets.token_hex(8)

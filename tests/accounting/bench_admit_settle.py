@@ -70,15 +70,17 @@ async def run(url: str, n: int, conc: int) -> dict[str, float]:
             async with sem:
                 await pair(f"c{i}")
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(bounded(i) for i in range(n)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         await acct.close()
     return {
         "auth_cached_us_p50": statistics.median(auth) * 1e6,
         "admit_ms_p50": statistics.median(adm_l) * 1e3, "admit_ms_p99": _pct(adm_l, 0.99) * 1e3,
         "settle_ms_p50": statistics.median(set_l) * 1e3, "settle_ms_p99": _pct(set_l, 0.99) * 1e3,
         "pairs_per_s_concurrent": n / wall, "concurrency": conc,
+        # client CPU per request (auth + admit + record build + settle): robust to a busy host
+        "client_cpu_us_per_pair": cpu / n * 1e6,
     }
 
 
