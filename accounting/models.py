@@ -174,6 +174,8 @@ class LedgerRecord(BaseModel):
     model: str = ""  # model that produced the answer
     complexity: float | None = None
     reason: str = ""
+    # signals, candidate tiers with estimates, why each was rejected: the "why" behind the bill
+    decision: dict[str, Any] | None = None
     calls: list[UpstreamCall] = Field(default_factory=list)
     cost_usd: float | None = None  # None: sum of calls
     counterfactual_cost_usd: float | None = None  # None: computed from the top model if configured
