@@ -51,7 +51,7 @@ class EmbeddedRedis:
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], *, persist: bool = True, port: int | None = None):
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).resolve()  # redis-server chdirs into --dir
         self.persist = persist
         self.port = port or _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
