@@ -343,7 +343,20 @@ class Accountant:
         keys = [rk.done(record.request_id), rk.ledger(tenant), rk.request(record.request_id), rk.rollup(tenant, day)]
         for sc in adm.held_scopes:
             keys += (rk.spend(sc), rk.holds(sc))
-        charge = rk.scopes_for(tenant, kid, record.tier, record.model)
+        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
+        # that model (a fallback hop to another model counts against that model's budget).
+        total = to_nusd(cost)
+        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
+        charge = [k_scope, t_scope, rk.scope_tier(k_scope, record.tier), rk.scope_tier(t_scope, record.tier)]
+        amounts = [total] * 4
+        per_model: dict[str, int] = {}
+        for c in record.calls:
+            per_model[c.model] = per_model.get(c.model, 0) + to_nusd(c.cost_usd)
+        home = adm.model or record.model
+        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, rounding
+        for m, amt in per_model.items():
+            charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
+            amounts += (amt, amt)
         keys += [rk.spend(sc) for sc in charge]
         nums = (adm.reserved_nusd, to_nusd(cost), to_nusd(cf), usage.prompt_tokens, usage.cached_tokens,
                 usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
@@ -351,7 +364,7 @@ class Accountant:
         strs = (day, month, f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", tenant, kid,
                 record.tier, record.model, bucket)
         args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
-                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs)]
+                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
         return keys, args
 
     async def settle(self, adm: Admission, record: LedgerRecord) -> bool:

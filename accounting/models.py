@@ -186,6 +186,7 @@ class LedgerRecord(BaseModel):
     estimated: bool = False
     status: str = "ok"
     prompt: str | None = None  # dropped unless the tenant opted in
+    decision: dict[str, Any] | None = None  # the router's decision detail (signals, candidates, rejected)
     ts: float | None = None  # unix seconds; set at settle when missing
 
     def total_usage(self) -> Usage:

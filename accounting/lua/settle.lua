@@ -8,6 +8,8 @@
 --         prompt, cached, completion, reasoning tokens, nh, ns, done ttl s, retention s
 --       7 strings, unit-separator (0x1f) joined: day, month, rollup prefix, complexity prefix,
 --         tenant, key id, tier, model, complexity bucket
+--       8 nano-USD to charge each of the ns spend hashes, space-separated (model scopes get
+--         the cost of their own model's calls; the others the whole cost)
 -- (Packed because redis-py encodes each argument separately: two args instead of twenty
 -- is a measurable share of the client's CPU per request.)
 local n = {}
@@ -27,11 +29,13 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', n[10]) then
   return 0
 end
 local dayf, monthf = 'd:' .. s[1], 'm:' .. s[2]
-for i = 0, ns - 1 do
-  local k = KEYS[5 + 2*nh + i]
-  redis.call('HINCRBY', k, dayf, cost)
-  redis.call('HINCRBY', k, monthf, cost)
-  redis.call('HINCRBY', k, 't', cost)
+local i = 0
+for v in string.gmatch(ARGV[8], '%S+') do
+  local k, c = KEYS[5 + 2*nh + i], tonumber(v)
+  redis.call('HINCRBY', k, dayf, c)
+  redis.call('HINCRBY', k, monthf, c)
+  redis.call('HINCRBY', k, 't', c)
+  i = i + 1
 end
 local sid = redis.call('XADD', KEYS[2], ARGV[4], '~', ARGV[5], '*', 'rid', ARGV[1], 'd', ARGV[3])
 redis.call('HSET', KEYS[3], 'sid', sid, 'tenant', s[5], 'key_id', s[6], 'tier', s[7],

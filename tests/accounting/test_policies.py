@@ -109,3 +109,27 @@ async def test_failed_open_admission_is_still_metered(acct, redis_url):
                     key_id=p.key_id, tier="fast", model="fast")
     assert await acct.settle(adm, LedgerRecord(request_id="fo", key_id=p.key_id, tenant="t", cost_usd=0.003))
     assert await acct.budgets.spent("tenant:t") == pytest.approx(0.003)
+
+
+async def test_model_scopes_charged_per_call_model(acct):
+    from accounting import UpstreamCall, Usage
+
+    p, info = await _principal(acct)
+    await acct.budgets.set(BudgetPolicy(scope="tenant:t:model:big", limit_usd=1.0, period="day"))
+    adm = await acct.admit(p, "fb", [PlanEstimate(tier="deliberate", model="big", estimate_usd=0.5)])
+    calls = [acct.upstream_call("big", Usage(prompt_tokens=100, completion_tokens=10), status="error"),
+             acct.upstream_call("fast", Usage(prompt_tokens=100, completion_tokens=50), hop="fallback")]
+    rec = LedgerRecord(request_id="fb", key_id=p.key_id, tenant="t", tier="deliberate", model="fast", calls=calls,
+                       decision={"signals": ["x"], "candidates": [], "rejected": []})
+    await acct.settle(adm, rec)
+    big, fast = 100 * 10e-6 + 10 * 40e-6, 100 * 1e-6 + 50 * 2e-6
+    assert await acct.budgets.spent("tenant:t:model:big") == pytest.approx(big, abs=1e-12)
+    assert await acct.budgets.spent(f"key:{info.key_id}:model:fast") == pytest.approx(fast, abs=1e-12)
+    assert await acct.budgets.spent("tenant:t:tier:deliberate") == pytest.approx(big + fast, abs=1e-12)
+    assert await acct.budgets.spent("tenant:t") == pytest.approx(big + fast, abs=1e-12)
+    st = (await acct.budgets.show("tenant:t:model:big"))[0]
+    assert st["reserved_usd"] == 0
+    import orjson
+
+    d = orjson.loads((await acct.redis.xrange("triage:ledger:t"))[0][1][b"d"])
+    assert d["decision"]["signals"] == ["x"]
