@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator
 
 from router.errors import ProxyError, budget_exceeded
 from router.tiers.base import NATIVE_THINK, PICK_TOKENS, ExecContext, Plan, quoted_tokens
+from accounting.tokens import estimate_prompt_tokens
 from router.tiers.fallback import Step, complete_chain, prompt_bound, stream_chain, worst_rates
 from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
 from router.upstream import UpstreamError
@@ -181,7 +182,7 @@ class _Run:
         self.rounds_run = 1
         for r in range(2, plan.rounds + 1):
             msgs = self.shared(self.answers, DEBATE_INSTRUCTION)
-            prompt = prompt_bound(ctx, msgs)
+            prompt = self.bound(msgs)
             ids = [a.agent for a in self.answers]
             need = sum(self.worst(self.chains[i], prompt, plan.max_tokens) for i in ids)
             if remaining(ctx) - reserve < need:
@@ -200,6 +201,10 @@ class _Run:
         return [*self.messages, {"role": "user", "content": answers_block([a.content for a in answers])},
                 {"role": "user", "content": instruction}]
 
+    def bound(self, msgs: list[dict[str, Any]]) -> int:
+        """Prompt bound of a shared-layout prompt: the client's part is already known, count only the tail."""
+        return self.p0 + estimate_prompt_tokens(msgs[len(self.messages):])
+
     # -------------------------------------------------------------- final answer
 
     async def vote(self) -> _Answer:
@@ -212,7 +217,7 @@ class _Run:
             step = Step()
             try:
                 resp = await complete_chain(self.ctx, self.agg_chain, self.body | {"messages": msgs},
-                                            max_tokens=self.agg_max, prompt=prompt_bound(self.ctx, msgs),
+                                            max_tokens=self.agg_max, prompt=self.bound(msgs),
                                             allowance=remaining(self.ctx), effort="low", step=step)
                 text = ((resp.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
                 picks = [int(x) for x in _INT.findall(text) if 1 <= int(x) <= n]
@@ -259,7 +264,7 @@ class DeliberateExecutor:
             step = Step()
             try:
                 resp = await complete_chain(ctx, run.agg_chain, run.body | {"messages": msgs},
-                                            max_tokens=run.agg_max, prompt=prompt_bound(ctx, msgs),
+                                            max_tokens=run.agg_max, prompt=run.bound(msgs),
                                             allowance=remaining(ctx), effort="low", step=step)
                 ch = (resp.get("choices") or [{}])[0]
                 message = dict(ch.get("message") or {})
@@ -292,7 +297,7 @@ class DeliberateExecutor:
             text: list[str] = []
             try:
                 async with aclosing(stream_chain(ctx, run.agg_chain, run.body | {"messages": msgs},
-                                                 max_tokens=run.agg_max, prompt=prompt_bound(ctx, msgs),
+                                                 max_tokens=run.agg_max, prompt=run.bound(msgs),
                                                  allowance=remaining(ctx), effort="low", step=step)) as chunks:
                     async for ch in chunks:
                         template = template or ch
