@@ -145,6 +145,7 @@ class Accountant:
             self.breaker.failure()
             return False
         self.breaker.success()
+        self._maybe_replay()  # health probes keep draining the spool even when traffic is idle
         return ok
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
