@@ -43,7 +43,7 @@ class TierTable:
 
     __slots__ = ("name", "quality", "models", "chain", "rates", "native_all", "native_any", "effort",
                  "think_scale", "strategy", "rounds", "aggregator", "agg_chain", "agg_rates", "agg_native",
-                 "max_tokens", "agents")
+                 "max_tokens", "agents", "ladders")
 
     def __init__(self, name: str, spec: Any, rate: dict[str, tuple[float, float, bool]]):
         self.name = name
@@ -67,6 +67,7 @@ class TierTable:
         self.agg_native = bool(agg and rate[agg][2])
         self.max_tokens = spec.max_tokens
         self.agents = self.models if len(self.models) > 1 else self.models * DEFAULT_AGENTS
+        self.ladders: dict[tuple[int, str | None], list[tuple[str | None, int, int, int, str]]] = {}
 
     def think_tokens(self, effort: str | None) -> int:
         if not effort:
@@ -162,6 +163,16 @@ def _fit_answer(tt: TierTable, p: int, hi: int, effort: str | None, agents: int,
     lo = MIN_ANSWER_TOKENS
     if _estimate(tt, p, lo, effort, agents, rounds)[0] > cap:
         return 0
+    if tt.name != "deliberate":
+        # One call: cost is max over the chain of linear functions, so solve each line directly.
+        if effort and not tt.native_all:
+            p += THINK_PROMPT_TOKENS
+        think = tt.think_tokens(effort)
+        best = hi
+        for i, o in tt.rates:
+            if o > 0:
+                best = min(best, int((cap - p * i) / o) - think)
+        return max(best, lo)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if _estimate(tt, p, mid, effort, agents, rounds)[0] <= cap:
@@ -172,7 +183,17 @@ def _fit_answer(tt: TierTable, p: int, hi: int, effort: str | None, agents: int,
 
 
 def _ladder(tt: TierTable, answer: int, client_effort: str | None) -> list[tuple[str | None, int, int, int, str]]:
-    """Knob settings from full to minimal: (effort, agents, rounds, answer_tokens, note)."""
+    """Knob settings from full to minimal: (effort, agents, rounds, answer_tokens, note); memoised per tier."""
+    key = (answer, client_effort)
+    hit = tt.ladders.get(key)
+    if hit is None:
+        if len(tt.ladders) > 256:  # client max_tokens vary; keep the memo bounded
+            tt.ladders.clear()
+        hit = tt.ladders[key] = _build_ladder(tt, answer, client_effort)
+    return hit
+
+
+def _build_ladder(tt: TierTable, answer: int, client_effort: str | None) -> list[tuple[str | None, int, int, int, str]]:
     out: list[tuple[str | None, int, int, int, str]] = []
     effort = tt.effort
     if effort and client_effort is not None and EFFORT_RANK[client_effort] < EFFORT_RANK[effort]:

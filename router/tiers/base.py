@@ -48,6 +48,17 @@ class Plan:
     def primary_model(self) -> str:
         return self.models[0]
 
+    def knobs(self) -> dict[str, Any]:
+        """The settings that shape cost and quality, for the ledger (vote vs debate at equal spend)."""
+        k: dict[str, Any] = {"max_tokens": self.max_tokens, "estimate_usd": self.estimate_usd}
+        if self.reasoning_effort:
+            k["reasoning_effort"] = self.reasoning_effort
+        if self.think_steps:
+            k["think_steps"] = self.think_steps
+        if self.tier == "deliberate":
+            k.update(strategy=self.strategy, agents=len(self.models), rounds=self.rounds, aggregator=self.aggregator)
+        return k
+
 
 @dataclass(slots=True)
 class Decision:

@@ -122,6 +122,7 @@ def test_estimates_are_worst_case_of_the_chain(env):
     q = P + n * (m + 16) + 160
     expect = n * prices.estimate("big", P, m) + n * prices.estimate("big", q, m) + prices.estimate("big", q, m)
     assert (d.strategy, d.rounds, len(d.models)) == ("debate", 2, 3)
+    assert d.knobs()["strategy"] == "debate" and d.knobs()["agents"] == 3 and "strategy" not in fast.knobs()
     assert d.estimate_usd == pytest.approx(expect)
 
 

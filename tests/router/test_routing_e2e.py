@@ -162,6 +162,8 @@ def test_cost_never_exceeds_cap_with_deliberation_and_fallbacks(proxy: Proxy) ->
                 c.delete(proxy.mock.root_url + "/_mock/faults")
     recs = ledger(proxy, "caps", n)
     assert len(recs) == n and n >= 12
+    ratios = [rec["cost_usd"] / caps[rec["request_id"]] for rec in recs]
+    print(f"cost/cap over {n} capped requests: max {max(ratios):.3f}, mean {sum(ratios) / n:.3f}")
     for rec in recs:
         assert rec["cost_usd"] <= caps[rec["request_id"]] + 1e-12, rec
         assert rec["decision"]["cap_usd"] == caps[rec["request_id"]]
