@@ -228,3 +228,23 @@ def test_config_reload_changes_decisions_without_dropping_in_flight(proxy: Proxy
     assert "error" not in result, result.get("error")
     assert result["tier"] in ("reasoning", "deliberate") and result["content"].startswith("Answer:")
     assert after.headers["x-triage-tier"] == "fast"
+
+
+def test_deliberate_stream_keepalives_over_http(proxy: Proxy, monkeypatch) -> None:
+    from router.tiers import deliberate
+
+    monkeypatch.setattr(deliberate, "KEEPALIVE_S", 0.05)  # the app runs in this process (uvicorn thread)
+    mock_settings(proxy, latency_ms=400)
+    lines: list[str] = []
+    with httpx.Client(timeout=30) as c, c.stream(
+            "POST", proxy.base_url + "/chat/completions", headers={"authorization": f"Bearer {proxy.master_key}"},
+            json={"model": "triage/deliberate", "messages": EASY, "stream": True}) as r:
+        assert r.status_code == 200
+        lines = [ln for ln in r.iter_lines() if ln]
+    first_data = next(i for i, ln in enumerate(lines) if ln.startswith("data:"))
+    assert first_data >= 3 and all(ln.startswith(":") for ln in lines[:first_data])
+    assert lines[-1] == "data: [DONE]"
+    # and the SDK is unbothered by the comments
+    mock_settings(proxy, latency_ms=200)
+    chunks = list(proxy.client().chat.completions.create(model="triage/deliberate", messages=EASY, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Answer:")
