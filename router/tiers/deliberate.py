@@ -113,6 +113,7 @@ class _Run:
         self.answers: list[_Answer] = []
         self.rounds_run = 0
         self.stopped_early = False
+        self.agg_failed = False  # a failed synthesis is not retried as a pick
 
     # -------------------------------------------------------------- budget
 
@@ -211,7 +212,7 @@ class _Run:
         answers = self.answers
         idx, votes = tally([a.content for a in answers])
         how = "majority"
-        if votes * 2 <= len(answers) and self.agg_chain and len(answers) > 1:
+        if votes * 2 <= len(answers) and self.agg_chain and not self.agg_failed and len(answers) > 1:
             n = len(answers)
             msgs = self.shared(answers, PICK_INSTRUCTION.format(n=n))
             step = Step()
@@ -272,6 +273,7 @@ class DeliberateExecutor:
                 return run.response(message, step.model or run.agg_chain[0], ch.get("finish_reason"))
             except (UpstreamError, ProxyError) as e:
                 run.note(role="aggregator", error=str(e))
+                run.agg_failed = True
         win = await run.vote()
         return run.response(win.message, win.model, win.finish)
 
@@ -311,6 +313,7 @@ class DeliberateExecutor:
                 if template is not None:
                     raise  # bytes already went out: no silent switch to another answer
                 run.note(role="aggregator", error=str(e))
+                run.agg_failed = True
             if template is not None:
                 run.note(role="aggregator", model=model, content="".join(text))
         if template is None:

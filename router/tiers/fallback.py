@@ -340,6 +340,8 @@ async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, mode
                 yield out
     except UpstreamError as e:
         status = _err_status(e)
+        if step.dep is not None:
+            COOLDOWNS.failed(step.dep, e.retry_after)  # a provider dropping streams is failing too
         raise
     except (asyncio.CancelledError, GeneratorExit):
         status = "cancelled"

@@ -383,3 +383,41 @@ async def test_cost_never_exceeds_reservation_with_faults(mock, up, stream):
         mock.clear_faults()
     print(f"worst spend/reservation ratio: {worst_ratio:.3f}")
     assert worst_ratio > 0.2  # the bound is exercised, not vacuous
+
+
+class _AggregatorDown:
+    """The real upstream, except that every aggregator call fails with a 503."""
+
+    def __init__(self, up: Upstream):
+        self.up = up
+
+    @staticmethod
+    def _is_agg(b: dict[str, Any]) -> bool:
+        return b["messages"][-1]["content"] == deliberate.SYNTH_INSTRUCTION
+
+    async def complete(self, dep: Any, b: dict[str, Any]) -> dict[str, Any]:
+        if self._is_agg(b):
+            raise UpstreamError(502, "server_error", "down", upstream_status=503)
+        return await self.up.complete(dep, b)
+
+    async def stream(self, dep: Any, b: dict[str, Any]) -> Any:
+        if self._is_agg(b):
+            raise UpstreamError(502, "server_error", "down", upstream_status=503)
+        async for c in self.up.stream(dep, b):
+            yield c
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_debate_aggregator_failure_falls_back_to_the_vote(mock, up, stream):
+    snap = snapshot(mock, deliberate={"models": ["small", "small-b"], "strategy": "debate", "rounds": 1,
+                                      "aggregator": "big"})
+    b = body()
+    plan = plan_for(snap, "deliberate", b)
+    ctx = ctx_for(snap, up, b, plan.estimate_usd, transcript=True)
+    ctx.upstream = _AggregatorDown(up)  # type: ignore[assignment]
+    text, usage, _ = await run(plan, ctx, stream)
+    assert text.startswith("Answer:")
+    assert any(e.get("role") == "aggregator" and "error" in e for e in ctx.transcript)
+    assert next(e for e in ctx.transcript if e.get("event") == "vote")["how"] in ("majority", "plurality")
+    assert [c.status for c in ctx.calls].count("ok") == 2  # the agents; no second aggregator attempt as a pick
+    assert ctx.spent_usd() <= plan.estimate_usd
