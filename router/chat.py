@@ -167,7 +167,7 @@ class ChatHandler:
         cost = ctx.spent_usd()
         usage = resp.setdefault("usage", {})
         usage["cost"] = round(cost, 10)
-        await self._finish(ctx, meta, status="ok", answer_model=resp.get("model"))
+        await self._finish(ctx, meta, status="ok")
         return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost))
 
     async def _stream(self, executor: Any, plan: Plan, ctx: ExecContext, meta: "_Meta", include_usage: bool) -> AsyncIterator[bytes]:
@@ -225,8 +225,8 @@ class ChatHandler:
                                       cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
 
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
-                      streamed: bool = False, answer_model: str | None = None) -> None:
-        rec = meta.record(ctx, status=status, partial=partial, streamed=streamed, answer_model=answer_model)
+                      streamed: bool = False) -> None:
+        rec = meta.record(ctx, status=status, partial=partial, streamed=streamed)
         try:
             if ctx.calls:
                 await self.state.accountant.settle(meta.adm, rec)
@@ -275,7 +275,7 @@ class _Meta:
             h["x-triage-budget-warning"] = "; ".join(self.adm.soft_warnings)[:200]
         return h
 
-    def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool, answer_model: str | None) -> LedgerRecord:
+    def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool) -> LedgerRecord:
         now = time.perf_counter()
         final = next((c for c in reversed(ctx.calls) if c.status in ("ok", "cancelled")), None)
         counterfactual = None
@@ -288,7 +288,9 @@ class _Meta:
             prompt = last_user_text(self.messages)
         return LedgerRecord(
             request_id=ctx.request_id, key_id=self.principal.key_id, tenant=self.principal.tenant,
-            virtual_model=self.virtual_model, tier=self.plan.tier, model=answer_model or self.plan.primary_model,
+            virtual_model=self.virtual_model, tier=self.plan.tier,
+            # the config name of the model that produced the answer, so reports line up with prices
+            model=final.model if final is not None else self.plan.primary_model,
             complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_cost_usd=counterfactual,
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
             estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
