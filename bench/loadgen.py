@@ -64,6 +64,10 @@ class Stats:
             k = type(exc).__name__ if exc else "error"
             self.error_kinds[k] = self.error_kinds.get(k, 0) + 1
             return
+        # a stream that fails after its 200 header reports the error as an SSE event (counted as "599")
+        if res.status < 400 and res.body[:16].startswith(b'data: {"error"'):
+            res.body = res.body[6:].split(b"\n", 1)[0]
+            res.status = 599
         key = str(res.status)
         self.status[key] = self.status.get(key, 0) + 1
         if res.status >= 400:

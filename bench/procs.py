@@ -87,7 +87,7 @@ class Proc:
             tree = [root] + root.children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        py = [p for p in tree if "redis" not in p.name()]
+        py = [p for p in tree if "redis" not in p.name() and "resource_tracker" not in " ".join(p.cmdline())]
         return [p for p in py if not any(c in py for c in p.children())]
 
     def rss_mb(self) -> list[float]:

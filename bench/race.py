@@ -47,8 +47,8 @@ def _trial(ctx: Any, proc: Any, i: int, t: dict[str, Any]) -> dict[str, Any]:
     st, key = http("POST", proc.url + "/admin/keys", {"tenant": tenant, "budget_usd": LIMIT, "period": "total"}, master)
     if st not in (200, 201):
         raise RuntimeError(f"creating the race key: {st} {key}")
-    mock_settings(ctx, latency_ms=t["latency_ms"], completion_tokens=10)
-    body: dict[str, Any] = {"model": "race", "max_tokens": 10,
+    mock_settings(ctx, latency_ms=t["latency_ms"], completion_tokens=20)
+    body: dict[str, Any] = {"model": "race", "max_tokens": 20,
                             "messages": [{"role": "user", "content": "Count to ten."}]}
     if t["stream"]:
         body.update(stream=True, stream_options={"include_usage": True})
