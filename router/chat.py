@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import orjson
@@ -120,12 +121,13 @@ class ChatHandler:
         messages = raw["messages"]
         cls = st.classifier.classify(messages)
         cap = parse_cap(request, raw, principal.max_cost_per_query)
-        prompt_tokens = estimate_prompt_tokens(messages)
+        tools = raw.get("tools")
+        prompt_tokens = estimate_prompt_tokens(messages, tools if isinstance(tools, list) else None)
         session = request.headers.get("x-triage-session")
         pinned = st.sessions.get(principal.tenant, session) if session and forced_tier is None and concrete is None else None
         decision: Decision = policy.decide(
             req, raw, cls, cap, cfg, snap.prices, prompt_tokens,
-            forced_tier=forced_tier or pinned, concrete_model=concrete, tables=snap.policy_tables,
+            forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
         )
 
         estimates = [PlanEstimate(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd) for p in decision.plans]
@@ -144,7 +146,7 @@ class ChatHandler:
         fwd.pop("triage", None)
         ctx = ExecContext(
             upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
-            body=fwd, budget_usd=adm.reserved_usd, want_transcript=want_transcript,
+            body=fwd, budget_usd=plan.estimate_usd if adm.failed_open else adm.reserved_usd, want_transcript=want_transcript,
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, cfg.server.log_prompts, messages, snap.top_tier, snap)
         executor = EXECUTORS[plan.tier]
@@ -168,33 +170,35 @@ class ChatHandler:
         usage = resp.setdefault("usage", {})
         usage["cost"] = round(cost, 10)
         await self._finish(ctx, meta, status="ok")
-        return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost))
+        return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost, ctx))
 
     async def _stream(self, executor: Any, plan: Plan, ctx: ExecContext, meta: "_Meta", include_usage: bool) -> AsyncIterator[bytes]:
         done = False
         status = "ok"
         streamed_text: list[str] = []
         try:
-            async for item in executor.stream(plan, ctx):
-                if isinstance(item, str):
-                    yield b": " + item.encode() + b"\n\n"
-                    continue
-                if meta.ttft_ms is None:
-                    meta.ttft_ms = (time.perf_counter() - meta.t0) * 1000
-                choices = item.get("choices")
-                if choices:
-                    delta = choices[0].get("delta") or {}
-                    c = delta.get("content")
-                    if c:
-                        streamed_text.append(c)
-                if item.get("usage") is not None and not choices:
-                    if not include_usage:
+            # aclosing: on a client disconnect the executor's upstream stream closes now and bills its partial call
+            async with aclosing(executor.stream(plan, ctx)) as items:
+                async for item in items:
+                    if isinstance(item, str):
+                        yield b": " + item.encode() + b"\n\n"
                         continue
-                    item["usage"]["cost"] = round(ctx.spent_usd(), 10)
-                elif item.get("usage") is not None and not include_usage:
-                    item = dict(item)
-                    item.pop("usage", None)
-                yield encode(item)
+                    if meta.ttft_ms is None:
+                        meta.ttft_ms = (time.perf_counter() - meta.t0) * 1000
+                    choices = item.get("choices")
+                    if choices:
+                        delta = choices[0].get("delta") or {}
+                        c = delta.get("content")
+                        if c:
+                            streamed_text.append(c)
+                    if item.get("usage") is not None and not choices:
+                        if not include_usage:
+                            continue
+                        item["usage"]["cost"] = round(ctx.spent_usd(), 10)
+                    elif item.get("usage") is not None and not include_usage:
+                        item = dict(item)
+                        item.pop("usage", None)
+                    yield encode(item)
             done = True
             yield DONE_EVENT
         except UpstreamError as e:
@@ -256,12 +260,13 @@ class _Meta:
         self.top_tier = top_tier
         self.snap = snap
 
-    def headers(self, rid: str, cost: float | None) -> dict[str, str]:
+    def headers(self, rid: str, cost: float | None, ctx: ExecContext | None = None) -> dict[str, str]:
         d = self.decision
+        answered = next((c.model for c in reversed(ctx.calls) if c.status == "ok"), None) if ctx else None
         h = {
             "x-request-id": rid,
             "x-triage-tier": self.plan.tier,
-            "x-triage-model": self.plan.primary_model,
+            "x-triage-model": answered or self.plan.primary_model,
             "x-triage-complexity": f"{d.complexity:.3f}",
             "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
         }
@@ -296,6 +301,7 @@ class _Meta:
             estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
             decision={
                 "signals": d.signals, "cap_usd": d.cap_usd, "chosen": self.plan.tier, "note": self.plan.note,
+                "knobs": self.plan.knobs(),
                 "candidates": [{"tier": p.tier, "model": p.primary_model, "estimate_usd": p.estimate_usd} for p in d.plans],
                 "rejected": d.rejected, "admitted_index": self.adm.plan_index,
             },
