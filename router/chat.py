@@ -148,7 +148,7 @@ class ChatHandler:
             upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
             body=fwd, budget_usd=plan.estimate_usd if adm.failed_open else adm.reserved_usd, want_transcript=want_transcript,
         )
-        meta = _Meta(principal, req.model, decision, plan, adm, t0, cfg.server.log_prompts, messages, snap.top_tier, snap)
+        meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
         executor = EXECUTORS[plan.tier]
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -243,11 +243,11 @@ class ChatHandler:
 class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
-    __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "log_prompts", "messages",
+    __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
                  "top_tier", "snap")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
-                 t0: float, log_prompts: bool, messages: list[Any], top_tier: str, snap: Any):
+                 t0: float, messages: list[Any], top_tier: str, snap: Any):
         self.principal = principal
         self.virtual_model = virtual_model
         self.decision = decision
@@ -255,7 +255,6 @@ class _Meta:
         self.adm = adm
         self.t0 = t0
         self.ttft_ms: float | None = None
-        self.log_prompts = log_prompts
         self.messages = messages
         self.top_tier = top_tier
         self.snap = snap

@@ -137,7 +137,6 @@ class PolicySpec(BaseModel):
 class ServerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    log_prompts: bool = False
 
 
 class AccountingSpec(BaseModel):

@@ -212,3 +212,24 @@ def test_midstream_disconnect_reported_in_band(proxy: Proxy) -> None:
         for _ in stream:
             pass
     assert "disconnect" in str(ei.value).lower() or "upstream" in str(ei.value).lower()
+
+
+def test_keys_and_prompts_never_logged(proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    key = proxy.create_key("quiet")
+    secret_prompt = "my-secret-prompt-text-4242"
+    client = proxy.client(api_key=key)
+    client.chat.completions.create(model="triage/auto", messages=[{"role": "user", "content": secret_prompt}])
+    with httpx.Client() as c:  # an upstream failure path logs too
+        c.post(proxy.mock.root_url + "/_mock/faults", json={"model": "*", "fault": "500", "count": 100})
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="small", messages=[{"role": "user", "content": secret_prompt}])
+    with pytest.raises(openai.AuthenticationError):
+        proxy.client(api_key="sk-leaky-1234567890").chat.completions.create(model="small", messages=HELLO)
+    # the test's own openai/httpx clients log request bodies at DEBUG; only the server side is under test
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records
+                      if not r.name.startswith(("openai", "httpx", "httpcore")))
+    assert key not in text and "sk-leaky-1234567890" not in text and proxy.master_key not in text
+    assert secret_prompt not in text and "sk-upstream" not in text
