@@ -97,7 +97,7 @@ class Classifier:
                 best_term, best_c = t, contrib
         norm = math.sqrt(sq)
         lexical = num / norm if norm > 0 else 0.0
-        x = dense(conv)
+        x = dense(conv, toks)
         z = self._bias + lexical
         contribs = []
         for a, m, v in zip(self._dense_a, self._dense_mean, x):
