@@ -34,9 +34,21 @@ def _py_spy() -> str | None:
     return str(cand) if cand.exists() else shutil.which("py-spy")
 
 
+_OURS = ("router/", "accounting/", "classifier/")
+_LIBS = ("starlette/", "fastapi/", "pydantic/", "redis/", "aiohttp/", "uvicorn/", "orjson")
+
+
+def _pkg(name: str) -> str:
+    inner = name[name.rfind("(") + 1:-1]
+    return inner.split("/", 1)[0].removesuffix(".py") if "/" in inner else inner.removesuffix(".py")
+
+
 def fold(raw: str, top: int = 20) -> dict[str, Any]:
+    """Self time per function, self time per package, and inclusive time of our own and the
+    web/redis/http libraries' functions (leaving out the wrappers every request passes through)."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
+    pkg_c: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -45,16 +57,22 @@ def fold(raw: str, top: int = 20) -> dict[str, Any]:
         n = int(count)
         total += n
         names = []
-        for fr in stack.split(";")[1:]:  # first element is the process/thread label
+        for fr in stack.split(";"):
             m = _FRAME.match(fr.strip())
-            names.append(f"{m['fn']} ({_short(m['file'])})" if m else fr.strip())
+            if m:  # skips process/thread labels (py-spy --threads/--pid variants)
+                names.append(f"{m['fn']} ({_short(m['file'])})")
         if not names:
             continue
         self_c[names[-1]] += n
+        pkg_c[_pkg(names[-1])] += n
         for name in set(names):
             incl_c[name] += n
+    total = max(total, 1)
+    # our own steps only: the web framework's wrappers would fill the list with ~everything
+    incl_c = Counter({k: v for k, v in incl_c.items()
+                      if any(f"({m}" in k for m in _OURS) and "router/cli.py" not in k})
     pct = lambda c: [{"function": k, "pct": round(100 * v / total, 1)} for k, v in c.most_common(top)]  # noqa: E731
-    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c)}
+    return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c), "by_package": pct(pkg_c)}
 
 
 def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str, Any]:

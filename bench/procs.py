@@ -90,6 +90,22 @@ class Proc:
         py = [p for p in tree if "redis" not in p.name() and "resource_tracker" not in " ".join(p.cmdline())]
         return [p for p in py if not any(c in py for c in p.children())]
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user+system) so far of the process tree, split into redis and the rest."""
+        out = {"proxy": 0.0, "redis": 0.0}
+        try:
+            root = psutil.Process(self.p.pid)
+            tree = [root] + root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return out
+        for p in tree:
+            try:
+                t = p.cpu_times()
+                out["redis" if "redis" in p.name() else "proxy"] += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
     def rss_mb(self) -> list[float]:
         out = []
         for w in self.workers():

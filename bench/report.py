@@ -34,6 +34,13 @@ def g(d: Any, *path: str) -> Any:
     return d
 
 
+def mb(x: Any) -> str:
+    """RSS lists hold one value per worker; one worker reads better as a number."""
+    if isinstance(x, list):
+        return " / ".join(f(v) for v in x) if x else "–"
+    return f(x)
+
+
 def ratio(a: Any, b: Any) -> float | None:
     return a / b if a and b else None
 
@@ -60,8 +67,10 @@ def plot(r: dict[str, Any]) -> bool:
         for ax, q in zip(axes, ("p50", "p99")):
             ys = [v["lat_ms"].get(q) for _, v in pts]
             ax.plot(xs, ys, marker="o", label=NAMES.get(name, name))
+    rates = sorted({float(k) for runs in op.values() for k in runs})
     for ax, q in zip(axes, ("p50", "p99")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(rates, [f"{x:g}" for x in rates])
         ax.set_yscale("log")
         ax.set_xlabel("offered load (req/s, open loop)")
         ax.set_ylabel(f"{q} latency (ms)")
@@ -73,6 +82,11 @@ def plot(r: dict[str, Any]) -> bool:
     fig.savefig(PNG, dpi=110)
     plt.close(fig)
     return True
+
+
+def cpu(r: dict[str, Any], name: str) -> float | None:
+    c = g(r, "throughput", "closed", name, "cpu_ms_per_req")
+    return (c.get("proxy") or 0) + (c.get("redis") or 0) if c else None
 
 
 def summary(r: dict[str, Any]) -> list[str]:
@@ -89,6 +103,9 @@ def summary(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
         f"| Max req/s, 0 ms upstream | {f(gov_rps, 0)} | {f(lit_rps, 0)} | {f(rr)}× | ≥ 6× | "
         f"{'yes' if rr and rr >= 6 else 'no'} |",
+        f"| CPU per request, proxy + redis (ms) | {f(cpu(r, 'triage-governed'), 3)} | {f(cpu(r, 'litellm'), 3)} | "
+        f"{f(ratio(cpu(r, 'litellm'), cpu(r, 'triage-governed')))}× less | (≥ 6×, same ratio in req/s per core) | "
+        f"{'yes' if (ratio(cpu(r, 'litellm'), cpu(r, 'triage-governed')) or 0) >= 6 else 'no'} |",
         f"| p50 overhead, c=1 (ms) | {f(gov_oh, 2)} | {f(lit_oh, 2)} | {f(ratio(lit_oh, gov_oh))}× lower | ≤ 1.5 ms | "
         f"{'yes' if gov_oh is not None and gov_oh <= 1.5 else 'no'} |",
         f"| RSS per worker after load (MB) | {f(gov_rss)} | {f(lit_rss)} | {f(ratio(lit_rss, gov_rss))}× smaller | "
@@ -125,16 +142,24 @@ def throughput_section(r: dict[str, Any]) -> list[str]:
     out = ["## Throughput (1 worker, 0 ms upstream)", "",
            "Closed loop, keep-alive connections, targets interleaved; each cell is the median of "
            f"{next(iter(t['closed'].values())).get('reps', 1)} repetitions; max = the better of 16 and 64 connections.", "",
-           "| Target | req/s @16 | req/s @64 | **max req/s** | p99 @64 (ms) |", "|---|---|---|---|---|"]
+           "CPU per request is the server process's (and its Redis's) CPU time divided by the requests it "
+           "served: it does not depend on how much CPU the neighbours took, so it is the steadier figure "
+           "on a shared machine; 1000 / (CPU ms per request) is the req/s one core would sustain.", "",
+           "| Target | req/s @16 | req/s @64 | **max req/s** | p99 @64 (ms) | CPU ms/req (proxy + redis) | "
+           "req/s per core from CPU |", "|---|---|---|---|---|---|---|"]
     for n, c in t["closed"].items():
         runs = c["runs"]
         med = c["rps_median"]
         p99 = sorted(x["lat_ms"].get("p99") or 0 for x in runs["64"])[len(runs["64"]) // 2]
+        cpu = c.get("cpu_ms_per_req") or {}
+        tot = (cpu.get("proxy") or 0) + (cpu.get("redis") or 0)
         out.append(f"| {NAMES.get(n, n)} | {f(med['16'], 0)} | {f(med['64'], 0)} | "
-                   f"**{f(c['max_rps'], 0)}** | {f(p99)} |")
+                   f"**{f(c['max_rps'], 0)}** | {f(p99)} | {f(cpu.get('proxy'), 3)} + {f(cpu.get('redis'), 3)} | "
+                   f"{f(1000 / tot if tot else None, 0)} |")
     rates = sorted({int(k) for runs in t["open"].values() for k in runs})
     out += ["", "Open loop at fixed rates; latency from each request's *scheduled* send time "
-            "(no coordinated omission). p50 / p99 in ms; ✗ = saturated (< 97% served, > 1% errors or p50 > 1 s), "
+            "(no coordinated omission). p50 / p99 in ms; ✗ = saturated (backlog took > 1.25× the run to drain, "
+            "> 1% errors or p99 > 1 s), "
             "higher rates then skipped.", "",
             "| Target | " + " | ".join(f"{x}/s" for x in rates) + " |", "|---" * (len(rates) + 1) + "|"]
     for n, runs in t["open"].items():
@@ -185,14 +210,15 @@ def memory_section(r: dict[str, Any]) -> list[str]:
     out = ["## Memory (RSS per worker)", "",
            "Closed loop, 32 connections, alternating non-streamed and streamed chunks of requests; RSS of the "
            "worker process from psutil. LiteLLM's share is capped in wall time, so it serves fewer requests.", "",
-           "| Proxy | after warm-up (MB) | before this phase | after (MB) | requests | growth over 2nd half (MB) |",
-           "|---|---|---|---|---|---|"]
+           "| Proxy | after warm-up (MB) | before this phase | after (MB) | requests | growth over 2nd half (MB) | "
+           "end of run (MB) |", "|---|---|---|---|---|---|---|"]
     for n in PROXIES:
         v = m.get(n)
         if v:
-            out.append(f"| {NAMES[n]} | {f(v.get('warm_rss_mb'))} | {f(v['rss_before_mb'])} | {f(v['rss_after_mb'])} | "
-                       f"{f(v['requests'])} | {f(v.get('growth_second_half_mb'))} |")
-    return out + [""]
+            out.append(f"| {NAMES[n]} | {mb(v.get('warm_rss_mb'))} | {mb(v['rss_before_mb'])} | {mb(v['rss_after_mb'])} | "
+                       f"{f(v['requests'])} | {f(v.get('growth_second_half_mb'))} | {mb(g(r, 'rss_end', n))} |")
+    return out + ["", "End of run is after every later phase, including 1,024 concurrent connections at 200 ms "
+                  "upstream latency: the allocator keeps that high-water mark.", ""]
 
 
 def race_section(r: dict[str, Any]) -> list[str]:
@@ -232,9 +258,11 @@ def profile_section(r: dict[str, Any], notes: str) -> list[str]:
            f"py-spy, {p['seconds']} s at {p['rate_hz']} Hz on the worker (pid {p['pid']}) while it served "
            f"{f(p.get('rps_during'), 0)} req/s (closed loop, 32 connections); worker busy "
            f"{p['cpu_busy_pct']}% of samples. Percent of samples.", "",
-           "| self % | function (self time) | | incl. % | function (inclusive) |", "|---|---|---|---|---|"]
+           "| self % | function (self time) | | incl. % | Triage function (inclusive) |", "|---|---|---|---|---|"]
     for a, b in zip(p["self"][:15], p["inclusive"][:15]):
         out.append(f"| {a['pct']} | `{a['function']}` | | {b['pct']} | `{b['function']}` |")
+    if p.get("by_package"):
+        out += ["", "Self time by package: " + ", ".join(f"{x['function']} {x['pct']}%" for x in p["by_package"][:12]) + "."]
     if notes:
         out += ["", notes]
     return out + [""]

@@ -29,7 +29,9 @@ import procs  # noqa: E402
 import sections  # noqa: E402
 from procs import BENCH, ROOT, http  # noqa: E402
 
-SECTIONS = ("overhead", "streaming", "throughput", "classifier", "profile", "memory", "race")
+# memory before throughput: its 1,024-connection phases raise every proxy's RSS high-water mark,
+# which the end-of-run RSS (rss_end) reports separately
+SECTIONS = ("overhead", "streaming", "memory", "throughput", "classifier", "profile", "race")
 PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
           {"role": "user", "content": "In two sentences, explain why the sky is blue to a ten-year-old."}]
 MODEL = {"direct": "gpt-4o-mini", "triage-bare": "small", "triage-governed": "triage/auto", "litellm": "small"}
@@ -166,6 +168,7 @@ def main() -> None:
                 results["errors"][name] = f"{type(e).__name__}: {e}"
                 ctx.log(f"section {name} failed:\n{traceback.format_exc()}")
             _save(out_path, results)
+        results["rss_end"] = {n: ctx.procs[n].rss_mb() for n in sections.PROXIES}
     finally:
         for p in reversed(list(ctx.procs.values())):
             p.stop()
