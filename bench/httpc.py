@@ -152,7 +152,6 @@ class Pool:
         self.host, self.port, self.limit = host, port, limit
         self.idle: list[_Conn] = []
         self.count = 0
-        self.waiters: asyncio.Queue[_Conn] | None = None
         self.sem = asyncio.Semaphore(limit)
 
     async def _get(self) -> _Conn:

@@ -23,7 +23,7 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LITELLM_VENV = BENCH / ".venv-litellm"
-LITELLM_SPEC = os.environ.get("BENCH_LITELLM_SPEC", "litellm[proxy]")
+LITELLM_SPEC = os.environ.get("BENCH_LITELLM_SPEC", "litellm[proxy]==1.106.2")  # pinned: ratios comparable across reruns
 
 
 def free_port() -> int:
