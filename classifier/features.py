@@ -32,8 +32,8 @@ _MATH_RE = re.compile(
 _KEYWORDS: dict[str, int] = {}
 for _cat, _words in enumerate((
     # 0: explicit reasoning asks
-    ("prove", "proof", "derive", "justify", "rigorous", "rigorously", "reasoning", "step by",
-     "show that", "explain why", "think carefully", "think through", "why does", "chain of"),
+    ("prove", "proof", "derive", "justify", "rigorous", "rigorously", "step by",
+     "show that", "think carefully", "think through", "chain of"),
     # 1: complex tasks
     ("implement", "design", "architect", "optimize", "optimise", "debug", "refactor", "analyze",
      "analyse", "compare", "evaluate", "critique", "algorithm", "complexity", "tradeoff", "tradeoffs",
@@ -64,7 +64,7 @@ DENSE_NAMES: tuple[str, ...] = (
     "math_notation",      # maths symbols / LaTeX
     "numbers",            # log count of numbers
     "multi_question",     # question marks
-    "asks_reasoning",     # step by step / prove / derive ...
+    "asks_reasoning",     # step by step / prove / derive ... (also a tier floor, see model)
     "complex_task",       # implement / design / optimise ...
     "simple_ask",         # greeting / assistant-command style
     "structured_list",    # numbered or bulleted lines
@@ -74,6 +74,7 @@ DENSE_NAMES: tuple[str, ...] = (
     "long_context",       # log chars of earlier turns
 )
 N_DENSE = len(DENSE_NAMES)
+ASKS_REASONING = DENSE_NAMES.index("asks_reasoning")
 
 
 def content_text(content: Any) -> str:

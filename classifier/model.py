@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
-from classifier.features import DENSE_NAMES, conversation, dense, tokens
+from classifier.features import ASKS_REASONING, DENSE_NAMES, conversation, dense, tokens
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "complexity_v1.json"
 FORMAT = "triage-complexity/1"
@@ -42,7 +42,7 @@ class Classification:
 
 class Classifier:
     __slots__ = ("_table", "_dense_a", "_dense_mean", "_bias", "_cal_a", "_cal_b", "thresholds",
-                 "meta", "_names")
+                 "meta", "_names", "_floor")
 
     def __init__(self, artifact: Mapping[str, Any]) -> None:
         if artifact.get("format") != FORMAT:
@@ -66,6 +66,11 @@ class Classifier:
         self.thresholds: dict[str, float] = {"reasoning": float(th["reasoning"]),
                                              "deliberate": float(th["deliberate"])}
         self.meta: dict[str, Any] = dict(artifact.get("meta", {}))
+        # An explicit "prove / step by step / derive" ask is the user telling us a single
+        # quick pass is not what they want. The public data has too few such prompts for
+        # the weight to be learned, so the artifact may declare it a floor at this tier.
+        floor_tier = artifact.get("floors", {}).get("asks_reasoning")
+        self._floor = self.thresholds.get(floor_tier, 0.0) if floor_tier else 0.0
         self._names = DENSE_NAMES
 
     @classmethod
@@ -105,9 +110,15 @@ class Classifier:
         z += sum(contribs)
         u = self._cal_a * z + self._cal_b
         p = 1.0 / (1.0 + math.exp(-u)) if u > -700 else 0.0
+        floored = x[ASKS_REASONING] > 0 and p < self._floor
+        if floored:
+            p = self._floor
         if not explain:
             return p, []
-        return p, self._explain(p, contribs, x, lexical, best_term, best_c / norm if norm else 0.0)
+        signals = self._explain(p, contribs, x, lexical, best_term, best_c / norm if norm else 0.0)
+        if x[ASKS_REASONING] > 0 and "asks_reasoning" not in signals:
+            signals = ["asks_reasoning"] + signals[:2]
+        return p, signals
 
     def _explain(self, p: float, contribs: list[float], x: list[float], lexical: float,
                  term: str, term_c: float) -> list[str]:

@@ -145,6 +145,7 @@ def train(paths: Iterable[str | Path], out: str | Path, *, c: float = C,
         "intercept": float(lr.intercept_[0]),
         "calibration": {"platt": [a, b], "target": "cheap model fails"},
         "thresholds": {"reasoning": round(reasoning, 4), "deliberate": round(deliberate, 4)},
+        "floors": {"asks_reasoning": "reasoning"},
         "meta": {
             "C": c, "n_fit": len(fit_ex), "n_cal": len(cal_ex), "n_vocab": n_lex,
             "n_nonzero_lex": len(keep),

@@ -102,3 +102,12 @@ def test_default_model_orders_smalltalk_below_proofs_and_maths(clf):
 def test_signals_explain_maths(clf):
     c = clf.classify([{"role": "user", "content": HARD[1]}])
     assert c.signals, "a high-complexity decision should name its drivers"
+
+
+def test_explicit_proof_or_step_by_step_ask_never_lands_in_fast(clf):
+    for p in ["Prove Fermat's little theorem.", "Work it out step by step: is 221 prime?",
+              "Derive the quadratic formula."]:
+        c = clf.classify(p)
+        assert c.tier != "fast", p
+        assert "asks_reasoning" in c.signals
+    assert clf.classify("What's a good name for a cat?").tier == "fast"

@@ -103,7 +103,7 @@ def test_pure_scorer_matches_sklearn_math(trained):
     clf = Classifier.load(out)
     vocab = {t: i for i, t in enumerate(art["vocab"])}
     idf, coef = np.array(art["idf"]), np.array(art["lex_coef"])
-    for text in ["Prove that 7 divides 2^(3n) - 1 for all n", "hi there", "set a timer for 5 minutes"]:
+    for text in ["Is 7 a divisor of 2^(3n) - 1 for all n?", "hi there", "set a timer for 5 minutes"]:
         toks, dense = featurize(text)
         v = np.zeros(len(vocab))
         for t in toks:
@@ -116,3 +116,6 @@ def test_pure_scorer_matches_sklearn_math(trained):
         z += np.dot(art["dense_coef"], (np.array(dense) - art["dense_mean"]) / np.array(art["dense_std"]))
         a, b = art["calibration"]["platt"]
         assert clf.score(text) == pytest.approx(1 / (1 + np.exp(-(a * z + b))), abs=1e-9)
+    # The explicit-ask floor is the only non-linear step.
+    floor = clf.thresholds[art["floors"]["asks_reasoning"]]
+    assert clf.score("Prove it.") >= floor
