@@ -1,0 +1,1 @@
+"""Offline tooling (reads files): data/labels, training/export, evaluation, test fixture."""
