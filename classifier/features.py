@@ -32,8 +32,9 @@ _MATH_RE = re.compile(
 _KEYWORDS: dict[str, int] = {}
 for _cat, _words in enumerate((
     # 0: explicit reasoning asks
-    ("prove", "proof", "derive", "justify", "rigorous", "rigorously", "step by",
-     "show that", "think carefully", "think through", "chain of"),
+    # ("justify", "chain of" were dropped: "justify text", "chain of command")
+    ("prove", "proof", "derive", "rigorous", "rigorously", "step by",
+     "show that", "think carefully", "think through"),
     # 1: complex tasks
     ("implement", "design", "architect", "optimize", "optimise", "debug", "refactor", "analyze",
      "analyse", "compare", "evaluate", "critique", "algorithm", "complexity", "tradeoff", "tradeoffs",
