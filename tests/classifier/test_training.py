@@ -119,3 +119,16 @@ def test_pure_scorer_matches_sklearn_math(trained):
     # The explicit-ask floor is the only non-linear step.
     floor = clf.thresholds[art["floors"]["asks_reasoning"]]
     assert clf.score("Prove it.") >= floor
+
+
+def test_calibration_in_the_large_on_fixture(trained, tmp_path):
+    """Mean predicted complexity tracks the observed cheap-model failure rate, per group."""
+    from classifier.training.fixture import write_fixture
+    out, _ = trained
+    clf = Classifier.load(out)
+    fresh, _ = load([write_fixture(tmp_path / "fresh.jsonl", n=400, seed=99)])
+    for group in ("fixture/easy", "fixture/hard"):
+        rows = [e for e in fresh if e.source == group]
+        p = np.array([clf.score(e.request) for e in rows])
+        fail = np.array([1 - e.outcome[0] for e in rows])
+        assert abs(p.mean() - fail.mean()) < 0.15, (group, p.mean(), fail.mean())
