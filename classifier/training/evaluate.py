@@ -114,8 +114,11 @@ def evaluate(model_path: str | Path | None, paths: Iterable[str | Path], *,
         files[fname] = res
     report = {"files": files, "scorers": list(scorers)}
     if plot:
-        _plot(report, Path(plot))
-        report["plot"] = str(plot)
+        try:
+            _plot(report, Path(plot))
+            report["plot"] = str(plot)
+        except ImportError:   # matplotlib is an optional extra; the table still stands
+            report["plot"] = None
     return report
 
 

@@ -111,7 +111,7 @@ def eval_cmd(
 
     report = evaluate(model, _paths(data, extra), plot=plot, baselines=baselines)
     typer.echo(format_report(report) if report["files"] else "no held-out rows with per-model outcomes")
-    typer.echo(f"\nplot: {plot}")
+    typer.echo(f"\nplot: {report.get('plot') or 'skipped (matplotlib not installed)'}")
     if json_out:
         slim = {k: v for k, v in report.items()}
         slim["files"] = {f: {k: v for k, v in r.items() if k != "curves"} for f, r in report["files"].items()}
