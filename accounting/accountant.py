@@ -50,7 +50,8 @@ log = logging.getLogger("triage.accounting")
 
 class AccountingSettings(BaseModel):
     fail_open: bool = False  # admission when Redis is unreachable: refuse (503) unless this is set
-    redis_timeout_s: float = 0.5
+    # Generous: under overload our own event loop is slow to read the reply, and that is not an outage.
+    redis_timeout_s: float = 2.0
     connect_timeout_s: float = 1.0
     # A blocking pool: a burst waits briefly for a connection instead of failing (redis-py's plain pool
     # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
@@ -78,8 +79,19 @@ def complexity_bucket(c: float | None) -> str:
     return f"{b / 10:.1f}"
 
 
+_day_cache: tuple[int, tuple[str, str]] = (-1, ("", ""))
+
+
 def _today(now: datetime | None = None) -> tuple[str, str]:
-    now = now or datetime.now(timezone.utc)
+    """UTC day and month bucket names; formatted once per day, not per request."""
+    global _day_cache
+    if now is None:
+        epoch_day = int(time.time() // 86400)
+        if epoch_day == _day_cache[0]:
+            return _day_cache[1]
+        now = datetime.fromtimestamp(epoch_day * 86400, timezone.utc)
+        _day_cache = (epoch_day, (now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")))
+        return _day_cache[1]
     return now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
 
 
@@ -112,7 +124,9 @@ class Accountant:
         settings = settings or AccountingSettings()
         pool = BlockingConnectionPool.from_url(
             redis_url,
-            socket_timeout=settings.redis_timeout_s,
+            # No socket_timeout: redis-py would wrap every write in asyncio.wait_for (a Task per
+            # command). Hot-path calls are bounded by one asyncio.timeout in _call instead.
+            socket_timeout=None,
             socket_connect_timeout=settings.connect_timeout_s,
             max_connections=settings.max_connections,
             timeout=settings.pool_wait_s,
@@ -140,8 +154,9 @@ class Accountant:
 
     async def ready(self) -> bool:
         try:
-            ok = bool(await self.redis.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                ok = bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
             self.breaker.failure()
             return False
         self.breaker.success()
@@ -152,7 +167,11 @@ class Accountant:
         if not self.breaker.allow():
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
-            res = await script(keys=keys, args=args)
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                res = await script(keys=keys, args=args)
+        except TimeoutError as e:
+            self.breaker.failure()
+            raise AccountingUnavailable("accounting store unavailable: timeout") from e
         except (RedisError, OSError) as e:
             self.breaker.failure()
             raise AccountingUnavailable(f"accounting store unavailable: {type(e).__name__}") from e
@@ -172,8 +191,9 @@ class Accountant:
                 return hit[1]  # stale beats refusing every client during an outage
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
-            p = await self.keys.lookup(api_key)
-        except (RedisError, OSError) as e:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                p = await self.keys.lookup(api_key)
+        except (RedisError, OSError, TimeoutError) as e:
             self.breaker.failure()
             if hit is not None:
                 return hit[1]

@@ -76,6 +76,9 @@ def _load() -> Any:
                     )
         except Exception:  # noqa: BLE001 - no tokenizer at all: heuristic only
             _enc = None
+        if _enc is not None:
+            # The Rust core holds its own copy of the ranks; the Python dict (~30 MB) only serves pickling.
+            _enc._mergeable_ranks = {}
         _enc_loaded = True
         return _enc
 

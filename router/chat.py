@@ -130,7 +130,8 @@ class ChatHandler:
             forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
         )
 
-        estimates = [PlanEstimate(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd) for p in decision.plans]
+        estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
+                     for p in decision.plans]
         try:
             adm = await st.accountant.admit(principal, rid, estimates)
         except BudgetExceeded as e:

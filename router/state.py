@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Coroutine
 
-from accounting import Accountant, AccountingSettings
+from accounting import Accountant, AccountingSettings, count_text_tokens
 from classifier import Classifier
 from router.config import TriageConfig
 from router.runtime import Snapshot
@@ -42,6 +42,7 @@ class AppState:
                     defaults_upstream: str | None = None) -> "AppState":
         snap = Snapshot.build(config)
         clf = Classifier.load()
+        count_text_tokens("warm")  # load the tokenizer now, not on the first request
         upstream = Upstream()
         await upstream.start()
         settings = accounting_settings(config)
