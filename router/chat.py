@@ -85,6 +85,16 @@ def error_status(e: UpstreamError) -> ProxyError:
     return upstream_failed(f"Upstream failed ({e.kind}): {e.message}", 502, f"upstream_{e.kind}")
 
 
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        if first is not None:
+            yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
 class ChatHandler:
     __slots__ = ("state",)
 
@@ -153,7 +163,22 @@ class ChatHandler:
         executor = EXECUTORS[plan.tier]
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            gen = self._stream(executor, plan, ctx, meta, include_usage)
+            items = executor.stream(plan, ctx)
+            first: Any = None
+            if plan.tier != "deliberate":
+                # Wait for the first chunk before sending headers, so a failure that happens before
+                # any byte (all fallbacks 5xx, 429, budget) gets its real HTTP status, not 200 + in-band.
+                # Deliberation streams keep-alives instead, so its headers go out at once.
+                try:
+                    first = await items.__anext__()
+                except StopAsyncIteration:
+                    first = None
+                except (UpstreamError, ProxyError) as e:
+                    await items.aclose()
+                    await self._finish(ctx, meta, status=f"error:{e.kind}" if isinstance(e, UpstreamError) else "error",
+                                       streamed=True)
+                    raise (error_status(e) if isinstance(e, UpstreamError) else e) from None
+            gen = self._stream(items, first, ctx, meta, include_usage)
             return StreamingResponse(gen, media_type="text/event-stream", headers=meta.headers(rid, None))
 
         try:
@@ -173,14 +198,15 @@ class ChatHandler:
         await self._finish(ctx, meta, status="ok")
         return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost, ctx))
 
-    async def _stream(self, executor: Any, plan: Plan, ctx: ExecContext, meta: "_Meta", include_usage: bool) -> AsyncIterator[bytes]:
+    async def _stream(self, items: AsyncIterator[Any], first: Any, ctx: ExecContext, meta: "_Meta",
+                      include_usage: bool) -> AsyncIterator[bytes]:
         done = False
         status = "ok"
         streamed_text: list[str] = []
         try:
             # aclosing: on a client disconnect the executor's upstream stream closes now and bills its partial call
-            async with aclosing(executor.stream(plan, ctx)) as items:
-                async for item in items:
+            async with aclosing(_prepend(first, items)) as all_items:
+                async for item in all_items:
                     if isinstance(item, str):
                         yield b": " + item.encode() + b"\n\n"
                         continue

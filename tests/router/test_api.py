@@ -233,3 +233,12 @@ def test_keys_and_prompts_never_logged(proxy: Proxy, caplog: pytest.LogCaptureFi
                       if not r.name.startswith(("openai", "httpx", "httpcore")))
     assert key not in text and "sk-leaky-1234567890" not in text and proxy.master_key not in text
     assert secret_prompt not in text and "sk-upstream" not in text
+
+
+def test_stream_failing_before_first_byte_gets_a_real_status(proxy: Proxy) -> None:
+    with httpx.Client() as c:
+        c.post(proxy.mock.root_url + "/_mock/faults", json={"model": "*", "fault": "503", "count": 100})
+    with pytest.raises(openai.APIStatusError) as ei:
+        for _ in proxy.client().chat.completions.create(model="triage/fast", messages=HELLO, stream=True):
+            pass
+    assert ei.value.status_code == 502 and ei.value.body["type"] == "upstream_error"
