@@ -143,10 +143,14 @@ def _request_of(row: dict[str, Any]) -> Any:
 
 # (soft label, weight) per coarse source. Arena-hard is hard for a cheap model mostly
 # when it asks for code/maths; a flat 0.8 taught "write ..." => hard, so it stays moderate.
+# The style-prone files (arena-hard, creative, CLINC) carry weight 0.2: at 0.6-0.7 they
+# taught style, and leave-one-file-out AUROC rose on all three gold files when they were
+# down-weighted. CLINC stays as the anchor for assistant-command asks (dropping it
+# entirely lost 0.03 APGR on unseen llmrouter).
 PRIORS = {
-    "hard_prompt": (0.7, 0.7),
-    "creative_writing": (0.25, 0.7),
-    "clinc": (0.03, 0.6),
+    "hard_prompt": (0.7, 0.2),
+    "creative_writing": (0.25, 0.2),
+    "clinc": (0.03, 0.2),
     "self_instruct": (0.15, 1.0),
     "math_level_base": 0.15, "math_level_step": 0.15, "math_weight": 0.4,
     "gsm8k_base": 0.1, "gsm8k_step": 0.08, "gsm8k_weight": 0.25,
