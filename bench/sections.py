@@ -102,26 +102,34 @@ def throughput(ctx: Any) -> dict[str, Any]:
             if r["saturated"]:
                 live.remove(name)
                 time.sleep(3)  # let the backlog drain before the next target
-    # 200 ms upstream: how many concurrent requests each proxy carries without errors
+    # 200 ms upstream: how many concurrent requests each proxy carries without errors. A
+    # CPU-bound proxy queues past its req/s limit, so "held" also reports the p99 < 1 s level.
     mock_settings(ctx, latency_ms=200)
     live = list(names)
     for name in names:
-        out["latency_200ms"][name] = {"runs": {}, "max_concurrency_held": 0, "rule": "0 errors and p99 < 1 s"}
-    for conc in ([64, 256, 1024] if ctx.quick else [64, 128, 256, 512, 1024, 2048]):
+        out["latency_200ms"][name] = {"runs": {}, "max_concurrency_no_errors": 0, "max_concurrency_held": 0,
+                                      "rule": "no_errors: 0 errors; held: 0 errors and p99 < 1 s"}
+    for conc in ([16, 64, 256, 1024] if ctx.quick else [16, 32, 64, 128, 256, 512, 1024, 2048]):
         for name in list(live):
             r = loadgen({"mode": "closed", "concurrency": conc, "duration": 4 if ctx.quick else 6,
                          "warmup": 1, "timeout": 30, "target": ctx.target(name)})
-            ok = r["errors"] == 0 and r["warmup_errors"] == 0 and (r["lat_ms"].get("p99") or 1e9) < 1000
-            r["held"] = ok
+            clean = r["errors"] == 0 and r["warmup_errors"] == 0
+            p99 = r["lat_ms"].get("p99") or 1e9
+            r["held"] = clean and p99 < 1000
             e = out["latency_200ms"][name]
             e["runs"][str(conc)] = r
             ctx.log(f"  200ms {name} c={conc}: {r['rps']:.0f} req/s p99 {r['lat_ms'].get('p99')} "
-                    f"errors {r['errors']} {'held' if ok else 'NOT HELD'}")
-            if ok:
-                e["max_concurrency_held"] = conc
-            else:
+                    f"errors {r['errors'] + r['warmup_errors']} {'held' if r['held'] else 'not held'}")
+            if clean:
+                e["max_concurrency_no_errors"] = conc
+            if not clean or p99 > 5000:  # past this the run is all queueing; stop spending time on it
                 live.remove(name)
                 time.sleep(3)
+    for e in out["latency_200ms"].values():
+        for conc in sorted(int(k) for k in e["runs"]):  # held = every level up to it held
+            if not e["runs"][str(conc)]["held"]:
+                break
+            e["max_concurrency_held"] = conc
     mock_settings(ctx, latency_ms=0)
     return out
 
