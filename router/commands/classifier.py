@@ -105,8 +105,15 @@ def eval_cmd(
     plot: Path = typer.Option(Path("triage_eval.png"), "--plot", help="Cost/quality curves PNG."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines"),
+    lofo: bool = typer.Option(False, "--lofo", help="Leave-one-file-out instead: retrain with each routing file held out whole."),
 ) -> None:
     """AUROC, APGR, cost saved at 95% quality and ECE on the held-out split, vs baselines."""
+    if lofo:
+        from classifier.training.lofo import main as lofo_main
+
+        argv = ["--data", *_paths(data, extra)] + (["--baselines"] if baselines else [])
+        lofo_main(argv + (["--json", str(json_out)] if json_out else []))
+        return
     from classifier.training.evaluate import evaluate, format_report
 
     report = evaluate(model, _paths(data, extra), plot=plot, baselines=baselines)
