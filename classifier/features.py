@@ -45,9 +45,30 @@ for _cat, _words in enumerate((
     # 3: code keywords
     ("def", "class", "return", "import", "function", "include", "const", "void", "public", "lambda",
      "printf", "println", "struct", "async", "await", "self"),
+    # 4: programming-task vocabulary: languages, data structures, algorithms, concurrency,
+    # systems; singular forms only, so "tree ... trees" is one term. Counted as *distinct*
+    # terms: a substantive programming ask names several technical requirements ("lock-free
+    # queue ... C++ ... memory ordering"), a trivial snippet one or two ("reverse a string
+    # in Python"). The code_task weight is learned; code_multi also drives a tier floor.
+    ("python", "rust", "java", "javascript", "typescript", "golang", "haskell", "kotlin", "swift",
+     "scala", "ruby", "php", "sql", "cuda", "cpp", "in c", "in go",
+     "linked list", "binary tree", "tree", "queue", "stack", "heap", "hash", "hashmap",
+     "trie", "graph", "cache", "lru", "array", "matrix", "red black", "avl", "b tree",
+     "mutex", "lock", "thread", "multithreaded", "concurrent", "concurrency",
+     "atomic", "deadlock", "race condition", "memory ordering", "lock free",
+     "thread safe", "allocator", "parser", "compiler", "interpreter", "tokenizer", "scheduler",
+     "distributed", "consensus", "database", "transaction", "api", "server",
+     "microservice", "protocol", "latency", "throughput", "scalable",
+     "dynamic programming", "time complexity", "space complexity", "recursion", "recursive",
+     "binary search", "dijkstra", "sorting", "insertion", "deletion", "amortized", "invariant",
+     "kernel", "socket", "pipeline", "regex", "unit tests",
+     "edge cases", "o n", "o log", "big o", "flask", "django", "react", "redis", "docker",
+     "kubernetes", "postgres", "postgresql", "mongodb", "grpc", "websocket"),
 )):
     for _w in _words:
         _KEYWORDS[_w] = _cat
+# Tokens that join requirements of one ask ("... with X and Y, then Z").
+_JOINERS = frozenset(("and", "with", "then", "while", "including", "include", "plus", "also"))
 _SIMPLE_RE = re.compile(
     r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|night)|what(?:'s| is) the (?:time|weather|date)|"
     r"set (?:a|an) |remind me|translate|define|who is|what is|how do you say|tell me a joke)\b"
@@ -73,6 +94,8 @@ DENSE_NAMES: tuple[str, ...] = (
     "non_ascii",          # share of non-ASCII chars
     "long_words",         # mean token length
     "long_context",       # log chars of earlier turns
+    "code_task",          # distinct programming-task terms (language, data structure, ...)
+    "code_multi",         # code_task x requirement joiners/verbs: multi-part programming ask
 )
 N_DENSE = len(DENSE_NAMES)
 ASKS_REASONING = DENSE_NAMES.index("asks_reasoning")
@@ -180,12 +203,19 @@ def dense(conv: Conversation, toks: list[str] | None = None) -> list[float]:
     t = conv.ask
     if toks is None:
         toks = tokens(t)
-    kw = [0, 0, 0, 0]
+    kw = [0, 0, 0, 0, 0]
+    tech: set[str] = set()
+    joins = 0
     get = _KEYWORDS.get
+    joiners = _JOINERS
     for tok in toks:
         c = get(tok)
         if c is not None:
             kw[c] += 1
+            if c == 4:
+                tech.add(tok)
+        elif tok in joiners:
+            joins += 1
     n_chars = conv.ask_len
     words = t.split()
     n_words = len(words)
@@ -215,6 +245,11 @@ def dense(conv: Conversation, toks: list[str] | None = None) -> list[float]:
         non_ascii,
         min(mean_word, 20.0),
         math.log1p(conv.context_chars),
+        math.log1p(len(tech)),
+        # Only an ask naming 3+ programming terms AND stringing requirements together; one
+        # language + one structure ("reverse a linked list in Python") stays 0. Capped so a
+        # long passage that happens to mention "tree" and "graph" cannot run it up.
+        math.log1p(min(len(tech) - 2, 4) * min(kw[1] + joins + t.count(","), 8)) if len(tech) > 2 else 0.0,
     ]
 
 

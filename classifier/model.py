@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
-from classifier.features import ASKS_REASONING, DENSE_NAMES, conversation, dense, tokens
+from classifier.features import DENSE_NAMES, conversation, dense, tokens
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "complexity_v1.json"
 FORMAT = "triage-complexity/1"
@@ -42,7 +42,7 @@ class Classification:
 
 class Classifier:
     __slots__ = ("_table", "_dense_a", "_dense_mean", "_bias", "_cal_a", "_cal_b", "thresholds",
-                 "meta", "_names", "_floor")
+                 "meta", "_names", "_floors")
 
     def __init__(self, artifact: Mapping[str, Any]) -> None:
         if artifact.get("format") != FORMAT:
@@ -69,8 +69,16 @@ class Classifier:
         # An explicit "prove / step by step / derive" ask is the user telling us a single
         # quick pass is not what they want. The public data has too few such prompts for
         # the weight to be learned, so the artifact may declare it a floor at this tier.
-        floor_tier = artifact.get("floors", {}).get("asks_reasoning")
-        self._floor = self.thresholds.get(floor_tier, 0.0) if floor_tier else 0.0
+        # Each floor: dense feature name -> tier (fires when the feature is > 0) or
+        # {"tier", "min"} (fires when the feature is >= min). Unknown names are rejected so
+        # an artifact never silently loses a floor it was evaluated with.
+        self._floors: list[tuple[int, float, float, str]] = []
+        for name, spec in artifact.get("floors", {}).items():
+            if name not in DENSE_NAMES:
+                raise ValueError(f"artifact floor on unknown feature {name!r}")
+            tier, lo = (spec, 1e-12) if isinstance(spec, str) else (spec["tier"], float(spec["min"]))
+            if tier in self.thresholds:
+                self._floors.append((DENSE_NAMES.index(name), lo, self.thresholds[tier], name))
         self._names = DENSE_NAMES
 
     @classmethod
@@ -110,14 +118,18 @@ class Classifier:
         z += sum(contribs)
         u = self._cal_a * z + self._cal_b
         p = 1.0 / (1.0 + math.exp(-u)) if u > -700 else 0.0
-        floored = x[ASKS_REASONING] > 0 and p < self._floor
-        if floored:
-            p = self._floor
+        fired = []
+        for i, lo, floor, name in self._floors:
+            if x[i] >= lo:
+                fired.append(name)
+                if p < floor:
+                    p = floor
         if not explain:
             return p, []
         signals = self._explain(p, contribs, x, lexical, best_term, best_c / norm if norm else 0.0)
-        if x[ASKS_REASONING] > 0 and "asks_reasoning" not in signals:
-            signals = ["asks_reasoning"] + signals[:2]
+        for name in reversed(fired):   # a floor that fired is always named
+            if name not in signals:
+                signals = [name] + signals[:2]
         return p, signals
 
     def _explain(self, p: float, contribs: list[float], x: list[float], lexical: float,

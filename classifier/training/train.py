@@ -34,6 +34,10 @@ C = 1.0
 # less than the ~30k lexical weights: they transfer to unseen prompt sets, while
 # lexical weights partly memorise which benchmark a prompt came from.
 DENSE_SCALE = 1.0
+# code_multi = log1p((distinct programming terms - 2) * requirements). log1p(2), rounded
+# down so a product of exactly 2 fires, keeps "sort an array with binary search in Python"
+# (3 terms, one requirement) unfloored.
+CODE_FLOOR_MIN = round(math.log1p(2), 6)
 QUALITY_TARGET = 0.95   # fast tier unless that costs more than 5% of strong quality
 REASONING_RANGE = (0.2, 0.6)
 DELIBERATE_MIN = 0.75
@@ -231,7 +235,12 @@ def fit_artifact(examples: Sequence[Example], specs: dict[str, Any], opts: dict[
         "intercept": float(lr.intercept_[0]),
         "calibration": {"platt": [a, b], "target": "cheap model fails"},
         "thresholds": {"reasoning": round(reasoning, 4), "deliberate": round(deliberate, 4)},
-        "floors": {"asks_reasoning": "reasoning"},
+        # Non-learned tier floors (model.py): an explicit proof/derive ask, and a
+        # multi-requirement programming ask (>= 4 distinct programming terms, or 3 with
+        # two requirements). The public files hold ~15 of the latter, too few to learn a
+        # weight (README "Code asks").
+        "floors": {"asks_reasoning": "reasoning",
+                   "code_multi": {"tier": "reasoning", "min": CODE_FLOOR_MIN}},
         "meta": {
             "C": float(o["C"]), "options": o, "n_fit": len(fit_ex), "n_cal": len(cal_ex), "n_vocab": n_lex,
             "n_nonzero_lex": len(keep),

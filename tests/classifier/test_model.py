@@ -94,9 +94,9 @@ def test_default_model_orders_smalltalk_below_proofs_and_maths(clf):
     hard = [clf.classify([{"role": "user", "content": p}]).complexity for p in HARD]
     assert max(easy) < min(hard)
     assert all(clf.classify(p).tier == "fast" for p in EASY)
-    # Proofs and maths leave the fast tier. (The short code-design prompt only has to rank
-    # above small talk: the public data has too few short hard coding asks to do more.)
-    assert all(clf.classify(p).tier != "fast" for p in HARD[:3])
+    # Proofs, maths and the code-design ask leave the fast tier (more coding asks in
+    # test_coding_asks.py).
+    assert all(clf.classify(p).tier != "fast" for p in HARD)
 
 
 def test_signals_explain_maths(clf):
