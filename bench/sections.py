@@ -65,7 +65,7 @@ def _saturated(r: dict[str, Any], duration: float) -> bool:
 
 def throughput(ctx: Any) -> dict[str, Any]:
     """Targets interleaved at every step, so a noisy neighbour hits all of them alike."""
-    dur, warm, reps = (4, 1, 2) if ctx.quick else (6, 1, 3)
+    dur, warm, reps = (3, 1, 1) if ctx.quick else (6, 1, 3)
     names = ("direct",) + PROXIES
     out: dict[str, Any] = {"closed": {n: {"runs": {}} for n in names}, "open": {n: {} for n in names},
                            "latency_200ms": {}}
@@ -90,7 +90,7 @@ def throughput(ctx: Any) -> dict[str, Any]:
         c["cpu_ms_per_req"] = {k: statistics.median(x["cpu_ms_per_req"][k] for x in allruns) for k in ("proxy", "redis")}
         c["max_rps"] = max(c["rps_median"].values())
         c["reps"] = reps
-    odur = 3 if ctx.quick else 8
+    odur = 2 if ctx.quick else 8
     live = list(names)
     for rate in (50, 100, 200, 400, 800, 1600):
         for name in list(live):
@@ -109,9 +109,9 @@ def throughput(ctx: Any) -> dict[str, Any]:
     for name in names:
         out["latency_200ms"][name] = {"runs": {}, "max_concurrency_no_errors": 0, "max_concurrency_held": 0,
                                       "rule": "no_errors: 0 errors; held: 0 errors and p99 < 1 s"}
-    for conc in ([16, 64, 256, 1024] if ctx.quick else [16, 32, 64, 128, 256, 512, 1024, 2048]):
+    for conc in ([16, 256, 1024] if ctx.quick else [16, 32, 64, 128, 256, 512, 1024, 2048]):
         for name in list(live):
-            r = loadgen({"mode": "closed", "concurrency": conc, "duration": 4 if ctx.quick else 6,
+            r = loadgen({"mode": "closed", "concurrency": conc, "duration": 3 if ctx.quick else 6,
                          "warmup": 1, "timeout": 30, "target": ctx.target(name)})
             clean = r["errors"] == 0 and r["warmup_errors"] == 0
             p99 = r["lat_ms"].get("p99") or 1e9
@@ -138,7 +138,7 @@ def streaming(ctx: Any) -> dict[str, Any]:
     """100 content chunks, 20 ms to first token, 5 ms apart; what each proxy adds to TTFT and to gap jitter."""
     mock_settings(ctx, ttft_ms=20, itl_ms=5, completion_tokens=100)
     try:
-        n, rounds = (8, 3) if ctx.quick else (15, 4)
+        n, rounds = (6, 2) if ctx.quick else (15, 4)
         res = loadgen({"mode": "rounds", "n": n, "rounds": rounds, "warmup": 5, "track": True,
                        "targets": {name: ctx.target(name, stream=True) for name in ("direct",) + PROXIES}})
         direct = res["targets"]["direct"]
@@ -169,11 +169,11 @@ def streaming(ctx: Any) -> dict[str, Any]:
 def memory(ctx: Any) -> dict[str, Any]:
     """RSS per worker while serving N requests (half streamed, half not), sampled every N/10."""
     mock_settings(ctx, latency_ms=0)
-    n_total = 10_000 if ctx.quick else 100_000
+    n_total = 5_000 if ctx.quick else 100_000
     out: dict[str, Any] = {"target_requests": n_total}
     for name in PROXIES:
         # LiteLLM serves ~10x fewer req/s; cap its wall time so the whole run stays bounded.
-        budget_s = (30 if ctx.quick else 150) if name == "litellm" else (60 if ctx.quick else 300)
+        budget_s = (15 if ctx.quick else 150) if name == "litellm" else (40 if ctx.quick else 300)
         chunk = n_total // 10
         samples = [{"requests": 0, "rss_mb": ctx.procs[name].rss_mb()}]
         done = 0
