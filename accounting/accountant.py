@@ -55,7 +55,7 @@ class AccountingSettings(BaseModel):
     connect_timeout_s: float = 1.0
     # A blocking pool: a burst waits briefly for a connection instead of failing (redis-py's plain pool
     # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
-    max_connections: int = 64
+    max_connections: int = 512  # a burst should wait on Redis, not on our own pool
     pool_wait_s: float = 2.0
     lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
     auth_cache_ttl_s: float = 5.0

@@ -75,6 +75,9 @@ def serve(
     from router.config import ConfigError, TriageConfig
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    # uvicorn re-raises the signal it stopped on once it has shut down; make SIGTERM unwind like
+    # SIGINT does, so the `finally` below still stops the embedded Redis and the simulated upstream.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     state_dir = state_dir or state_dir_default()
     cleanups: list = []
     mock_proc: subprocess.Popen[bytes] | None = None

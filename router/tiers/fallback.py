@@ -215,7 +215,7 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
         think = think_steps if not dep.supports_reasoning else None
         p = prompt + (THINK_PROMPT_TOKENS if think else 0)
         mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
-        if mt < MIN_CALL_TOKENS or not await _pace(n, dep, tried):
+        if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
             continue
         t0 = _perf()
         hop = _hop(n, model, prev)
@@ -271,7 +271,7 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
         think = think_steps if not dep.supports_reasoning else None
         p = prompt + (THINK_PROMPT_TOKENS if think else 0)
         mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
-        if mt < MIN_CALL_TOKENS or not await _pace(n, dep, tried):
+        if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
             continue
         t0 = _perf()
         hop = _hop(n, model, prev)
