@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry

@@ -11,12 +11,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
+
+from tests.helpers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +50,7 @@ def test_fresh_venv_start_command_serves_first_request(tmp_path: Path) -> None:
     proc = subprocess.Popen(["bash", "-c", cmd], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "proxy did not come up"
-            time.sleep(1)
+        wait_ready(port, proc, timeout=600, why=lambda: (tmp_path / "serve.log").read_text()[-4000:])
         key = (state / "master.key").read_text().strip()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         msg = [{"role": "user", "content": "Say hello."}]

@@ -109,8 +109,6 @@ def routing_spec(rows: list[dict[str, Any]], sidecar: dict[str, Any]) -> Routing
     # 0.19 on everything): they measure output-format mismatch, not prompt difficulty.
     cheap = [m for m in cheap if means[m] >= 0.75 * max(means[c] for c in cheap)]
     strong = [m for m in strong if means[m] >= 0.75 * max(means[s] for s in strong)]
-    ec = max(cheap, key=lambda m: (means[m], m))
-    es = max(strong, key=lambda m: (means[m], m))
     pc = sum(prices.get(m) or 1.0 for m in cheap) / len(cheap)
     ps = sum(prices.get(m) or pc * 10.0 for m in strong) / len(strong)
     return RoutingSpec(cheap, strong, "+".join(cheap), "+".join(strong), pc, ps)

@@ -112,7 +112,7 @@ async def test_failed_open_admission_is_still_metered(acct, redis_url):
 
 
 async def test_model_scopes_charged_per_call_model(acct):
-    from accounting import UpstreamCall, Usage
+    from accounting import Usage
 
     p, info = await _principal(acct)
     await acct.budgets.set(BudgetPolicy(scope="tenant:t:model:big", limit_usd=1.0, period="day"))

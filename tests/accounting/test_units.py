@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 
 from accounting import count_text_tokens, estimate_prompt_tokens
 from accounting.breaker import CircuitBreaker

@@ -189,7 +189,6 @@ def test_429_upstream_rate_limit(proxy: Proxy) -> None:
 
 def test_504_upstream_timeout(proxy: Proxy, tmp_path) -> None:
     from tests.router.conftest import make_config
-    import yaml
 
     cfg = make_config(proxy.mock.base_url, proxy.redis_url)
     for m in cfg["model_list"]:

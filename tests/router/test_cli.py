@@ -7,11 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import openai
+
+from tests.helpers import wait_ready
 
 from tests.router.conftest import free_port
 
@@ -29,16 +29,7 @@ def test_serve_embedded_defaults_and_sigterm_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--state-dir", str(state)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_ready(port, proc, why=lambda: proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "")
         redis_port = int((state / "redis.url").read_text().rsplit(":", 1)[1].split("/")[0])
         key = (state / "master.key").read_text().strip()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)

@@ -20,6 +20,7 @@ import yaml
 
 from accounting import redis_keys as rk
 from accounting.redis_server import EmbeddedRedis
+from tests.helpers import wait_ready
 from tests.router.conftest import MASTER, Proxy, free_port, make_config, start_proxy
 
 FLAT = {"model_name": "flat", "litellm_params": {"model": "openai/mock-flat", "api_key": "sk-up", "timeout": 10},
@@ -47,16 +48,8 @@ def test_budget_race_four_proxy_processes(tmp_path: Path, redis_url: str, mock_u
     procs = [subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", str(p)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
     try:
-        for p in ports:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "proxy worker did not start"
-                time.sleep(0.2)
+        for p, proc in zip(ports, procs):
+            wait_ready(p, proc)
         root = f"http://127.0.0.1:{ports[0]}"
         r = httpx.post(f"{root}/admin/keys", json={"tenant": "race", "budget_usd": 1.0, "period": "total"},
                        headers={"authorization": f"Bearer {MASTER}"})
