@@ -164,6 +164,10 @@ def fit_artifact(examples: Sequence[Example], specs: dict[str, Any], opts: dict[
     train_ex = [e for e in examples if e.split == "train"]
     if not train_ex:
         raise ValueError("no trainable rows found in the given data")
+    # Soft labels: the fit needs rows on both sides of 0.5 (a ledger export alone is often all "fine").
+    if len({e.y >= 0.5 for e in train_ex}) < 2:
+        raise ValueError("the training rows all carry the same label; add the public data "
+                         "(e.g. --data ../shared/data --data ledger.jsonl) or more rated traffic")
     train_ex = _relabel_mc(train_ex, float(o["mc_correct_y"]))
     fit_ex = [e for e in train_ex if not (e.gold and is_cal(e.key))]
     cal_ex = [e for e in train_ex if e.gold and is_cal(e.key)]

@@ -22,6 +22,9 @@ from rich.table import Table
 
 err = Console(stderr=True)
 out = Console()
+if not out.is_terminal:
+    # Piped or in CI rich assumes 80 columns and would cut dollar figures short with "…".
+    out = Console(width=200)
 
 RedisOpt = typer.Option(None, "--redis-url", help="Redis URL (default: $REDIS_URL, the config's, or the running proxy's).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file whose redis_url to use.")
@@ -76,7 +79,11 @@ def _run(url: str, fn: Any) -> Any:
 
 
 def _money(v: float | None, digits: int = 4) -> str:
-    return "-" if v is None else f"${v:,.{digits}f}"
+    if v is None:
+        return "-"
+    if v and abs(v) < 10 ** -digits:
+        digits = 8  # never print a real charge as $0.0000
+    return f"${v:,.{digits}f}"
 
 
 def _dump(obj: Any) -> None:

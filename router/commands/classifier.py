@@ -87,7 +87,12 @@ def train_cmd(
                 tasks[stage] = prog.add_task(stage, total=max(total, 1))
             prog.update(tasks[stage], completed=done, total=max(total, 1))
 
-        summary = train(paths, out, c=c, progress=progress)
+        try:
+            summary = train(paths, out, c=c, progress=progress)
+        except ValueError as e:
+            prog.stop()
+            console.print(f"[red]cannot train:[/red] {e}")
+            raise typer.Exit(2) from None
         ev_task = prog.add_task("held-out eval", total=None)
         report = evaluate(out, paths, plot=plot, baselines=baselines,
                           progress=lambda msg: prog.update(ev_task, description=f"eval {msg}"))
