@@ -15,6 +15,7 @@ Layout (``P`` = ``triage:``):
 - ``P ledger:<tenant>``          stream: one entry per request (field ``d`` = JSON)
 - ``P req:<request_id>``         hash: where a request's ledger entry lives + its quality (feedback)
 - ``P done:<request_id>``        string: settle idempotency marker
+- ``P session:<tenant>:<sha256>`` string: the tier a conversation (x-triage-session) is pinned to, with a TTL
 - ``P rollup:<tenant>:<day>``    hash: ``<tier>|<model>|<metric>`` and ``cx|<bucket>|<tier>|<metric>`` counters
 
 Scopes are ``tenant:<t>`` / ``key:<key_id>``, optionally suffixed with
@@ -22,6 +23,8 @@ Scopes are ``tenant:<t>`` / ``key:<key_id>``, optionally suffixed with
 """
 
 from __future__ import annotations
+
+import hashlib
 
 PREFIX = "triage:"
 
@@ -68,6 +71,11 @@ def holds(scope: str) -> str:
 
 def ledger(tenant_name: str) -> str:
     return f"{PREFIX}ledger:{tenant_name}"
+
+
+def session(tenant_name: str, session_id: str) -> str:
+    # hashed: the id is client-chosen, so its length and bytes are not ours to trust in a key name
+    return f"{PREFIX}session:{tenant_name}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
 
 
 def request(request_id: str) -> str:

@@ -134,7 +134,10 @@ class ChatHandler:
         tools = raw.get("tools")
         prompt_tokens = estimate_prompt_tokens(messages, tools if isinstance(tools, list) else None)
         session = request.headers.get("x-triage-session")
-        pinned = st.sessions.get(principal.tenant, session) if session and forced_tier is None and concrete is None else None
+        pinned = None
+        if session and forced_tier is None and concrete is None:
+            # the local map saves a round trip on this worker's repeat turns; Redis shares pins across workers
+            pinned = st.sessions.get(principal.tenant, session) or await st.accountant.session_tier(principal.tenant, session)
         decision: Decision = policy.decide(
             req, raw, cls, cap, cfg, snap.prices, prompt_tokens,
             forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
@@ -151,6 +154,7 @@ class ChatHandler:
         plan = decision.plans[adm.plan_index]
         if session and plan.tier in cfg.tiers and concrete is None:
             st.sessions.pin(principal.tenant, session, plan.tier, cfg.policy.session_ttl_s)
+            st.spawn(st.accountant.pin_session(principal.tenant, session, plan.tier, cfg.policy.session_ttl_s))
 
         want_transcript = bool((raw.get("triage") or {}).get("transcript")) if isinstance(raw.get("triage"), dict) else False
         fwd = dict(raw)

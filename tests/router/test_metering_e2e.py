@@ -186,3 +186,27 @@ async def test_client_disconnect_mid_stream_bills_partial(proxy: Proxy) -> None:
     assert rec["cost_usd"] > 0
     comp = sum(c["completion_tokens"] for c in rec["calls"])
     assert 1 <= comp < 200, "bill what was generated, not the whole answer"
+
+
+def test_session_pin_is_shared_across_workers(proxy: Proxy) -> None:
+    from tests.router.test_routing_e2e import EASY, HARD
+
+    server_b, thread_b, root_b = start_proxy(proxy.config_path)
+    try:
+        h = {"x-triage-session": "conv-shared"}
+        a = proxy.client().chat.completions.with_raw_response.create(model="triage/auto", messages=HARD, extra_headers=h)
+        assert a.headers["x-triage-tier"] != "fast"
+        deadline = time.monotonic() + 5  # the pin is written off the request's critical path
+        r = redis_sync.Redis.from_url(proxy.redis_url)
+        while not r.keys(rk.session("admin", "conv-shared")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b = openai.OpenAI(base_url=root_b + "/v1", api_key=MASTER, max_retries=0)
+        second = b.chat.completions.with_raw_response.create(model="triage/auto", messages=EASY, extra_headers=h)
+        assert second.headers["x-triage-tier"] == a.headers["x-triage-tier"], "worker B must honour worker A's pin"
+        fresh = b.chat.completions.with_raw_response.create(model="triage/auto", messages=EASY,
+                                                            extra_headers={"x-triage-session": "conv-other"})
+        assert fresh.headers["x-triage-tier"] == "fast"
+        assert 0 < r.ttl(rk.session("admin", "conv-shared")) <= 1800
+    finally:
+        server_b.should_exit = True
+        thread_b.join(15)
