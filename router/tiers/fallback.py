@@ -202,13 +202,11 @@ def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: floa
     return min(max_tokens, int((room - prompt * i) / o))
 
 
-async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any], *, max_tokens: int,
-                         prompt: int, allowance: float, effort: str | None = None,
-                         think_steps: int | None = None, step: Step | None = None) -> dict[str, Any]:
-    """One non-stream answer over the chain; returns the upstream chat.completion."""
-    step = step or Step()
-    last: UpstreamError | None = None
-    tried: dict[int, float | None] = {}
+async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
+                          think_steps: int | None, step: "Step", tried: dict[int, float | None]
+                          ) -> AsyncIterator[tuple[str, Deployment, int | None, int, int, str]]:
+    """Attempts that the remaining allowance can pay for, paced by backoff:
+    (model, dep, think steps, prompt tokens, max tokens, hop)."""
     prev: str | None = None
     n = 0
     for model, dep in attempts(ctx, chain):
@@ -217,19 +215,37 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
         mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
         if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
             continue
-        t0 = _perf()
         hop = _hop(n, model, prev)
         n += 1
         prev = model
+        yield model, dep, think, p, mt, hop
+
+
+def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: str,
+            tried: dict[int, float | None]) -> None:
+    """Record a failed attempt; re-raise what no retry can fix, else cool the deployment down."""
+    _record(ctx, model, None, t0, _err_status(e), hop)
+    if not e.retryable:
+        raise e
+    COOLDOWNS.failed(dep, e.retry_after)
+    tried[id(dep)] = e.retry_after
+
+
+async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any], *, max_tokens: int,
+                         prompt: int, allowance: float, effort: str | None = None,
+                         think_steps: int | None = None, step: Step | None = None) -> dict[str, Any]:
+    """One non-stream answer over the chain; returns the upstream chat.completion."""
+    step = step or Step()
+    last: UpstreamError | None = None
+    tried: dict[int, float | None] = {}
+    async for model, dep, think, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                                 think_steps, step, tried):
+        t0 = _perf()
         try:
             resp = await ctx.upstream.complete(dep, prepare(body, dep, mt, effort, think))
         except UpstreamError as e:
-            _record(ctx, model, None, t0, _err_status(e), hop)
             last = e
-            if not e.retryable:
-                raise
-            COOLDOWNS.failed(dep, e.retry_after)
-            tried[id(dep)] = e.retry_after
+            _failed(ctx, model, dep, e, t0, hop, tried)
             continue
         except asyncio.CancelledError:
             # The provider has the prompt and may be generating: bill at least the prompt.
@@ -265,18 +281,9 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     step = step or Step()
     last: UpstreamError | None = None
     tried: dict[int, float | None] = {}
-    prev: str | None = None
-    n = 0
-    for model, dep in attempts(ctx, chain):
-        think = think_steps if not dep.supports_reasoning else None
-        p = prompt + (THINK_PROMPT_TOKENS if think else 0)
-        mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
-        if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
-            continue
+    async for model, dep, think, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                                 think_steps, step, tried):
         t0 = _perf()
-        hop = _hop(n, model, prev)
-        n += 1
-        prev = model
         agen = ctx.upstream.stream(dep, prepare(body, dep, mt, effort, think))
         try:
             first = await agen.__anext__()
@@ -284,12 +291,8 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
             first = None
         except UpstreamError as e:
             await agen.aclose()
-            _record(ctx, model, None, t0, _err_status(e), hop)
             last = e
-            if not e.retryable:
-                raise
-            COOLDOWNS.failed(dep, e.retry_after)
-            tried[id(dep)] = e.retry_after
+            _failed(ctx, model, dep, e, t0, hop, tried)
             continue
         except (asyncio.CancelledError, GeneratorExit):
             await agen.aclose()
