@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from . import redis_keys as rk
 from .breaker import CircuitBreaker
+from .ids import is_request_id
 from .budgets import BudgetStore
 from .keys import KeyStore
 from .models import (
@@ -468,6 +469,8 @@ class Accountant:
             score = 1.0 if thumbs == "up" else 0.0
         if not (0.0 <= score <= 1.0):
             raise ValueError("score must be in [0, 1]")
+        if not is_request_id(request_id):
+            return False  # not an id we minted, so no record of ours: never build a key from it
         try:
             owner, day, tier, model, cx = await self.redis.hmget(
                 rk.request(request_id), "tenant", "day", "tier", "model", "cx")

@@ -166,7 +166,8 @@ class UpstreamCall(BaseModel):
 
 
 class LedgerRecord(BaseModel):
-    request_id: str
+    request_id: str  # the gateway's own id: the ledger's and idempotency's key
+    client_request_id: str | None = None  # the caller's x-request-id, recorded for their correlation only
     key_id: str
     tenant: str
     virtual_model: str = ""

@@ -22,7 +22,7 @@ from .budgets import BudgetStore, period_field
 from .models import from_nusd
 
 EXPORT_COLUMNS = [
-    "request_id", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "reason", "prompt",
+    "request_id", "client_request_id", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "reason", "prompt",
     "quality", "comment", "cost_usd", "counterfactual_cost_usd", "prompt_tokens", "cached_tokens",
     "completion_tokens", "reasoning_tokens", "ttft_ms", "latency_ms", "streamed", "partial", "estimated", "status",
     "calls",
@@ -154,7 +154,7 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
 def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
     calls = r.get("calls") or []
     row = {
-        "request_id": r["request_id"], "tenant": r["tenant"], "key_id": r.get("key_id"), "ts": r.get("ts"),
+        "request_id": r["request_id"], "client_request_id": r.get("client_request_id"), "tenant": r["tenant"], "key_id": r.get("key_id"), "ts": r.get("ts"),
         "virtual_model": r.get("virtual_model"), "tier": r.get("tier"), "model": r.get("model"),
         "complexity": r.get("complexity"), "reason": r.get("reason"), "prompt": r.get("prompt"),
         "quality": int(_s(q)) / 1_000_000 if q is not None else None,
@@ -188,7 +188,7 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         schema = pa.schema([
-            ("request_id", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()), ("ts", pa.float64()),
+            ("request_id", pa.string()), ("client_request_id", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()), ("ts", pa.float64()),
             ("virtual_model", pa.string()), ("tier", pa.string()), ("model", pa.string()),
             ("complexity", pa.float64()), ("reason", pa.string()), ("prompt", pa.string()),
             ("quality", pa.float64()), ("comment", pa.string()), ("cost_usd", pa.float64()),

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from accounting import Accountant, BudgetPolicy, Principal
 from accounting import redis_keys, reports
 from accounting.budgets import build_scope
+from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
 from router.errors import bad_request, forbidden, not_found, unauthorized, unavailable
 
@@ -224,6 +225,9 @@ async def feedback(request: Request) -> Response:
     body: Feedback = await _body(request, Feedback)
     if body.score is None and body.thumbs is None:
         raise bad_request("Give 'score' (0..1) or 'thumbs' ('up'|'down').", param="score")
+    if not is_request_id(body.request_id):
+        raise bad_request("'request_id' must be the x-request-id this gateway returned (req_ + 24 hex digits).",
+                          param="request_id", code="invalid_request_id")
     acct = _accountant(request)
     tenant = p.tenant if p else None
     if tenant is None:  # master key: rate on behalf of whichever tenant owns the request

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from accounting.ids import new_request_id
 from router.admin import admin_router
 from router.auth import authenticate, bearer_token, is_master
 from router.chat import ChatHandler
@@ -59,22 +60,27 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        # Always our own id: it keys holds, settle idempotency, the ledger and feedback, so a client
+        # that chose it could replay one id to go unbilled. The client's id is only echoed and recorded.
+        rid = new_request_id()
+        client_rid = None
         for k, v in scope["headers"]:
             if k == b"x-request-id":
                 cand = v.decode("latin-1")
                 if _SAFE_ID.match(cand):
-                    rid = cand
+                    client_rid = cand
                 break
-        if rid is None:
-            rid = "req_" + os.urandom(12).hex()
         scope["triage.request_id"] = rid
-        header = (b"x-request-id", rid.encode())
+        scope["triage.client_request_id"] = client_rid
+        extra = [(b"x-request-id", rid.encode())]
+        if client_rid is not None:
+            extra.append((b"x-client-request-id", client_rid.encode()))
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
-                headers.append(header)
+                headers = [h for h in message.get("headers", ())
+                           if h[0] != b"x-request-id" and h[0] != b"x-client-request-id"]
+                headers += extra
                 message["headers"] = headers
             await send(message)
 

@@ -164,6 +164,7 @@ class ChatHandler:
             body=fwd, budget_usd=plan.estimate_usd if adm.failed_open else adm.reserved_usd, want_transcript=want_transcript,
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
+        meta.client_rid = request.scope.get("triage.client_request_id")
         executor = EXECUTORS[plan.tier]
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -275,7 +276,7 @@ class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap")
+                 "top_tier", "snap", "client_rid")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -289,6 +290,7 @@ class _Meta:
         self.messages = messages
         self.top_tier = top_tier
         self.snap = snap
+        self.client_rid: str | None = None
 
     def headers(self, rid: str, cost: float | None, ctx: ExecContext | None = None) -> dict[str, str]:
         d = self.decision
@@ -322,7 +324,7 @@ class _Meta:
         if self.principal.store_prompts:
             prompt = last_user_text(self.messages)
         return LedgerRecord(
-            request_id=ctx.request_id, key_id=self.principal.key_id, tenant=self.principal.tenant,
+            request_id=ctx.request_id, client_request_id=self.client_rid, key_id=self.principal.key_id, tenant=self.principal.tenant,
             virtual_model=self.virtual_model, tier=self.plan.tier,
             # the config name of the model that produced the answer, so reports line up with prices
             model=final.model if final is not None else self.plan.primary_model,

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from accounting.ids import new_request_id
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, PriceBook, PriceSpec, Usage
 from router.admin import admin_router
 from router.errors import ProxyError
@@ -87,15 +88,16 @@ async def test_tenant_isolation_usage_and_feedback(env):
     c, acct = env
     ka, _ = await acct.keys.create("alpha")
     kb, _ = await acct.keys.create("beta")
-    await _serve(acct, ka, "ra")
-    await _serve(acct, kb, "rb")
+    ra, rb = new_request_id(), new_request_id()
+    await _serve(acct, ka, ra)
+    await _serve(acct, kb, rb)
     # beta cannot rate alpha's request, and cannot tell it exists
-    r = await c.post("/v1/feedback", headers=H(kb), json={"request_id": "ra", "score": 0.0})
+    r = await c.post("/v1/feedback", headers=H(kb), json={"request_id": ra, "score": 0.0})
     assert r.status_code == 404
-    r = await c.post("/v1/feedback", headers=H(ka), json={"request_id": "ra", "thumbs": "up", "comment": "great"})
+    r = await c.post("/v1/feedback", headers=H(ka), json={"request_id": ra, "thumbs": "up", "comment": "great"})
     assert r.status_code == 200
-    assert (await c.post("/feedback", headers=H(kb), json={"request_id": "rb", "score": 0.5})).status_code == 200
-    assert (await c.post("/v1/feedback", headers=H(kb), json={"request_id": "rb", "score": 2})).status_code == 400
+    assert (await c.post("/feedback", headers=H(kb), json={"request_id": rb, "score": 0.5})).status_code == 200
+    assert (await c.post("/v1/feedback", headers=H(kb), json={"request_id": rb, "score": 2})).status_code == 400
     ua = (await c.get("/v1/usage", headers=H(ka))).json()
     ub = (await c.get("/usage", headers=H(kb))).json()
     assert ua["tenant"] == "alpha" and ub["tenant"] == "beta"
@@ -113,10 +115,11 @@ async def test_report_and_export(env):
     k, _ = await acct.keys.create("rep")
     await acct.keys.set_tenant("rep", store_prompts=True)
     acct.invalidate_auth_cache()
-    await _serve(acct, k, "q1", prompt="what is 2+2")
-    await _serve(acct, k, "q2", tier="deliberate", model="big", complexity=0.9)
-    await acct.feedback("rep", "q1", 0.5)
-    await acct.feedback("rep", "q1", 1.0)  # re-rating replaces
+    q1, q2 = new_request_id(), new_request_id()
+    await _serve(acct, k, q1, prompt="what is 2+2")
+    await _serve(acct, k, q2, tier="deliberate", model="big", complexity=0.9)
+    await acct.feedback("rep", q1, 0.5)
+    await acct.feedback("rep", q1, 1.0)  # re-rating replaces
     rep = (await c.get("/admin/ledger/report?tenant=rep&by=tier", headers=H(MASTER))).json()
     rows = {r["tier"]: r for r in rep["rows"]}
     assert rows["fast"]["requests"] == 1 and rows["fast"]["quality"] == 1.0 and rows["fast"]["rated"] == 1
@@ -129,11 +132,11 @@ async def test_report_and_export(env):
     assert {r["complexity"] for r in by_cx} == {"0.2", "0.9"}
     r = await c.get("/admin/ledger/export?tenant=rep&format=jsonl", headers=H(MASTER))
     lines = [orjson.loads(x) for x in r.content.splitlines()]
-    assert {x["request_id"] for x in lines} == {"q1", "q2"}
+    assert {x["request_id"] for x in lines} == {q1, q2}
     for x in lines:
         for col in ("request_id", "tenant", "tier", "model", "complexity", "prompt", "quality", "cost_usd"):
             assert col in x
-    q1 = next(x for x in lines if x["request_id"] == "q1")
+    q1 = next(x for x in lines if x["request_id"] == q1)
     assert q1["prompt"] == "what is 2+2" and q1["quality"] == 1.0
     r = await c.get("/admin/ledger/export?format=csv", headers=H(MASTER))
     assert len(list(csv.DictReader(io.StringIO(r.text)))) == 2

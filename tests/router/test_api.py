@@ -94,10 +94,11 @@ def test_models_list_and_get(proxy: Proxy) -> None:
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
 
 
-def test_request_id_echoed_or_generated(proxy: Proxy) -> None:
+def test_request_id_generated_client_id_echoed_apart(proxy: Proxy) -> None:
     with proxy.http() as c:
         r = c.get("/healthz", headers={"x-request-id": "abc-123"})
-        assert r.headers["x-request-id"] == "abc-123"
+        assert r.headers["x-request-id"].startswith("req_")  # never the client's: it keys accounting
+        assert r.headers["x-client-request-id"] == "abc-123"
         r = c.get("/healthz")
         assert r.headers["x-request-id"].startswith("req_")
         r = c.get("/nowhere", headers={"x-request-id": "bad id <script>"})
