@@ -178,29 +178,6 @@ class Accountant:
         self.breaker.success()
         return res
 
-    # -- session pins -------------------------------------------------------------------------
-
-    async def session_tier(self, tenant: str, session_id: str) -> str | None:
-        """The tier this conversation is pinned to, shared by every worker; None when unknown or Redis is away."""
-        if not self.breaker.allow():
-            return None
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                v = await self.redis.get(rk.session(tenant, session_id))
-        except (RedisError, OSError, TimeoutError):
-            return None
-        return v.decode() if isinstance(v, bytes) else v
-
-    async def pin_session(self, tenant: str, session_id: str, tier: str, ttl_s: float) -> None:
-        """Best effort: a lost pin only means the next turn is routed afresh."""
-        if not self.breaker.allow():
-            return
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                await self.redis.set(rk.session(tenant, session_id), tier, ex=max(1, int(ttl_s)))
-        except (RedisError, OSError, TimeoutError):
-            pass
-
     # -- keys -----------------------------------------------------------------------------------
 
     async def authenticate(self, api_key: str) -> Principal | None:

@@ -85,7 +85,7 @@ def serve(
         defaults_upstream = None
         if config is None:
             mport = _free_port()
-            mock_proc = subprocess.Popen([sys.executable, "-m", "router.cli", "mock-upstream", "--port", str(mport)],
+            mock_proc = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(mport)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cleanups.append(lambda: (mock_proc.terminate(), mock_proc.wait(5)))
             _wait_port(mport, mock_proc)
@@ -123,12 +123,12 @@ def serve(
         kw = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
                   timeout_graceful_shutdown=10)
         if workers == 1:
-            from router.app import build_app
+            from router.http.app import build_app
 
             uvicorn.run(build_app(config=cfg, config_path=str(config) if config else None,
                                   defaults_upstream=defaults_upstream), **kw)
         else:
-            uvicorn.run("router.app:create_app", factory=True, workers=workers, **kw)
+            uvicorn.run("router.http.app:create_app", factory=True, workers=workers, **kw)
     finally:
         for fn in reversed(cleanups):
             try:
@@ -147,15 +147,14 @@ def mock_upstream(
     completion_tokens: Optional[int] = typer.Option(None, help="Completion tokens per answer (default: model-dependent)."),
 ) -> None:
     """Run the simulated OpenAI-compatible upstream (deterministic usage, injectable faults)."""
-    from router.mock_upstream import MockSettings, serve as mock_serve
-
-    kwargs = {"latency_ms": latency_ms, "ttft_ms": ttft_ms, "itl_ms": itl_ms}
+    # A separate process image: production modules never import the simulator package.
+    argv = [sys.executable, "-m", "simulator", "--host", host, "--port", str(port), "--latency-ms", str(latency_ms),
+            "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)]
     if completion_tokens is not None:
-        kwargs["completion_tokens"] = completion_tokens
-    fields = getattr(MockSettings, "model_fields", None) or getattr(MockSettings, "__dataclass_fields__", {})
-    settings = MockSettings(**{k: v for k, v in kwargs.items() if k in fields})
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    mock_serve(host, port, settings)
+        argv += ["--completion-tokens", str(completion_tokens)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 def _register_commands() -> None:

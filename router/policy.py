@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from router.config import TIERS, TriageConfig
-from router.errors import ProxyError
+from router.http.errors import ProxyError
 from router.tiers.base import NATIVE_THINK, PICK_TOKENS, THINK_PROMPT_TOKENS, Decision, Plan, quoted_tokens
 
 DEFAULT_QUALITY = {"fast": 0.70, "reasoning": 0.85, "deliberate": 0.92}

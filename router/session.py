@@ -3,16 +3,27 @@
 A multi-turn chat that bounces between a small and a large model reads as two
 personalities; pinning the tier admitted on the first turn keeps it steady.
 
-In-process on purpose: accounting/redis_keys.py has no session-pin key, and a
-pin is a soft preference (losing it on restart or across workers only costs
-one re-classification), so it is not worth a Redis round trip per request.
-Bounded LRU so a client minting a fresh session id per request cannot grow it.
+Two layers: `SessionPins` is a per-worker bounded LRU (a client minting a fresh
+session id per request cannot grow it) that saves a round trip on repeat turns;
+`shared_tier` / `pin_shared` keep the pin in Redis (key named in
+accounting/redis_keys.py) so every worker honours it. A pin is a soft
+preference: losing it only costs one re-classification, so Redis trouble is
+swallowed here rather than failing the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from accounting import redis_keys as rk
+
+if TYPE_CHECKING:
+    from accounting import Accountant
 
 _now = time.monotonic
 
@@ -53,3 +64,26 @@ class SessionPins:
 
     def __len__(self) -> int:
         return len(self._pins)
+
+
+async def shared_tier(acct: Accountant, tenant: str, session_id: str) -> str | None:
+    """The tier this conversation is pinned to, shared by every worker; None when unknown or Redis is away."""
+    if not acct.breaker.allow():
+        return None
+    try:
+        async with asyncio.timeout(acct.settings.redis_timeout_s):
+            v = await acct.redis.get(rk.session(tenant, session_id))
+    except (RedisError, OSError, TimeoutError):
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def pin_shared(acct: Accountant, tenant: str, session_id: str, tier: str, ttl_s: float) -> None:
+    """Best effort: a lost pin only means the next turn is routed afresh."""
+    if not acct.breaker.allow():
+        return
+    try:
+        async with asyncio.timeout(acct.settings.redis_timeout_s):
+            await acct.redis.set(rk.session(tenant, session_id), tier, ex=max(1, int(ttl_s)))
+    except (RedisError, OSError, TimeoutError):
+        pass

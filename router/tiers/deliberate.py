@@ -26,10 +26,10 @@ import re
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
-from router.errors import ProxyError, budget_exceeded
+from router.http.errors import ProxyError, budget_exceeded
 from router.tiers.base import NATIVE_THINK, PICK_TOKENS, ExecContext, Plan, quoted_tokens
 from accounting.tokens import estimate_prompt_tokens
-from router.tiers.fallback import Step, complete_chain, prompt_bound, stream_chain, worst_rates
+from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_rates
 from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
 from router.upstream import UpstreamError
 

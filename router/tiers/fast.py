@@ -11,7 +11,7 @@ from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from router.tiers.base import ExecContext, Plan
-from router.tiers.fallback import Step, complete_chain, prompt_bound, stream_chain
+from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain
 
 
 def usage_totals(ctx: ExecContext) -> dict[str, Any]:

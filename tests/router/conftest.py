@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 import yaml
 
-from router.mock_upstream import MockServer, MockSettings
+from simulator.app import MockServer, MockSettings
 
 MASTER = "sk-test-master-0123456789"
 
@@ -102,7 +102,7 @@ class Proxy:
 
 
 def start_proxy(config_path: Path, **_: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    from router.app import build_app
+    from router.http.app import build_app
 
     port = free_port()
     app = build_app(config_path=str(config_path))

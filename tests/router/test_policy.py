@@ -12,8 +12,8 @@ from accounting import PriceBook, PriceSpec
 from classifier import Classification, Classifier
 from router import policy
 from router.config import TriageConfig
-from router.errors import ProxyError
-from router.schemas import validate_chat
+from router.http.errors import ProxyError
+from router.http.schemas import validate_chat
 from router.session import SessionPins
 
 PRICES = {

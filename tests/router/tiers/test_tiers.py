@@ -10,15 +10,16 @@ import pytest
 
 from accounting.tokens import estimate_prompt_tokens
 from classifier import Classification
-from router import mock_model as mm
+from simulator import model as mm
 from router import policy
 from router.config import TriageConfig
-from router.mock_server import MockServer
+from simulator.server import MockServer
 from router.runtime import Snapshot
-from router.schemas import validate_chat
-from router.tiers import EXECUTORS, deliberate
+from router.http.schemas import validate_chat
+from router.tiers import deliberate
+from router.tiers.registry import EXECUTORS
 from router.tiers.base import ExecContext, Plan
-from router.tiers.fallback import COOLDOWNS, MAX_ATTEMPTS, Step, _AnswerGate, complete_chain, extract_answer
+from router.upstream.chain import COOLDOWNS, MAX_ATTEMPTS, Step, _AnswerGate, complete_chain, extract_answer
 from router.upstream import Upstream, UpstreamError
 
 PRICES = {

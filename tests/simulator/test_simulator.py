@@ -9,9 +9,9 @@ import openai
 import orjson
 import pytest
 
-from router import mock_model as mm
-from router.mock_upstream import MockServer, MockSettings
-from router.sse import SSEDecoder
+from simulator import model as mm
+from simulator.app import MockServer, MockSettings
+from router.http.sse import SSEDecoder
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,10 @@ from typing import Any, AsyncIterator
 from accounting import UpstreamCall
 from accounting.models import Usage
 from accounting.tokens import count_text_tokens, estimate_prompt_tokens
-from router.errors import budget_exceeded
+from router.http.errors import budget_exceeded
 from router.tiers.base import THINK_PROMPT_TOKENS, ExecContext
-from router.upstream import Deployment, UpstreamError
+from router.upstream.deployment import Deployment
+from router.upstream.errors import UpstreamError
 
 log = logging.getLogger("triage.fallback")
 

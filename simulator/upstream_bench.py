@@ -1,6 +1,6 @@
 """Microbenchmark: requests/s of ``Upstream.complete`` / ``stream`` against the mock.
 
-    python -m router.upstream_bench [--requests 20000] [--concurrency 64] [--mode inloop|process]
+    python -m simulator.upstream_bench [--requests 20000] [--concurrency 64] [--mode inloop|process]
 
 ``inloop`` serves the mock from the same uvloop as the client (one core does
 both sides, so it bounds the client's per-request overhead from above);
@@ -17,8 +17,8 @@ from typing import Any
 
 import uvloop
 
-from router.mock_server import MockServer, _config
-from router.mock_upstream import MockSettings, build_app
+from simulator.server import MockServer, _config
+from simulator.app import MockSettings, build_app
 from router.upstream import Deployment, Upstream
 
 

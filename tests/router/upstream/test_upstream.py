@@ -10,8 +10,8 @@ from email.utils import formatdate
 
 import pytest
 
-from router.mock_upstream import MockServer, MockSettings
-from router.sse import SSEDecoder, encode
+from simulator.app import MockServer, MockSettings
+from router.http.sse import SSEDecoder, encode
 from router.upstream import Deployment, Upstream, UpstreamError, http_error, parse_retry_after
 
 KEY = "sk-very-secret-key-123"

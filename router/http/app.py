@@ -22,11 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from accounting.ids import new_request_id
-from router.admin import admin_router
-from router.auth import authenticate, bearer_token, is_master
-from router.chat import ChatHandler
+from router.http.admin import admin_router
+from router.http.auth import authenticate, bearer_token, is_master
+from router.http.chat import ChatHandler
 from router.config import VIRTUAL_MODELS, ConfigError, TriageConfig
-from router.errors import ProxyError, error_body, forbidden, not_found, unauthorized
+from router.http.errors import ProxyError, error_body, forbidden, not_found, unauthorized
 from router.state import AppState
 
 log = logging.getLogger("triage.app")
@@ -211,5 +211,5 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
 
 
 def create_app() -> RequestId:
-    """uvicorn factory (`router.app:create_app`), used for multi-worker serving."""
+    """uvicorn factory (`router.http.app:create_app`), used for multi-worker serving."""
     return build_app()

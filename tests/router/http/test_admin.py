@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from accounting.ids import new_request_id
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, PriceBook, PriceSpec, Usage
-from router.admin import admin_router
-from router.errors import ProxyError
+from router.http.admin import admin_router
+from router.http.errors import ProxyError
 
 MASTER = "sk-admin-test-master"
 PRICES = [PriceSpec(name="small", model_info={"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}),

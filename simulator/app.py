@@ -1,7 +1,7 @@
 """Simulated OpenAI-compatible (and minimal Anthropic) provider: ``triage mock-upstream``.
 
 Deterministic token counts, prompt caching, reasoning tokens and answers are
-defined in :mod:`router.mock_model` (formulas in its docstring). This module is
+defined in :mod:`simulator.model` (formulas in its docstring). This module is
 the raw ASGI server around it; it is the upstream in benchmarks, so it avoids
 framework routing and serialises with orjson / byte templates.
 
@@ -63,8 +63,8 @@ from typing import Any
 
 import orjson
 
-from router import mock_model as mm
-from router.sse import DONE_EVENT
+from simulator import model as mm
+from router.http.sse import DONE_EVENT
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -491,6 +491,6 @@ async def control(state: MockState, method: str, path: str, receive: Any, send: 
 
 
 # Imported last: these modules use the helpers above (circular by design, so the
-# public API stays ``from router.mock_upstream import build_app, serve, MockServer``).
-from router.mock_anthropic import anthropic_messages  # noqa: E402
-from router.mock_server import MockServer, serve  # noqa: E402,F401
+# public API stays ``from simulator.app import build_app, serve, MockServer``).
+from simulator.anthropic import anthropic_messages  # noqa: E402
+from simulator.server import MockServer, serve  # noqa: E402,F401

@@ -19,7 +19,7 @@ from accounting import redis_keys, reports
 from accounting.budgets import build_scope
 from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
-from router.errors import bad_request, forbidden, not_found, unauthorized, unavailable
+from router.http.errors import bad_request, forbidden, not_found, unauthorized, unavailable
 
 admin_router = APIRouter()
 

@@ -21,13 +21,14 @@ from accounting.models import AccountingUnavailable, Usage
 from accounting.tokens import count_text_tokens, estimate_prompt_tokens
 from classifier import last_user_text
 from router import policy
-from router.auth import authenticate
+from router.http.auth import authenticate
 from router.config import VIRTUAL_MODELS
-from router.errors import ProxyError, bad_request, budget_exceeded, not_found, too_large, unavailable, upstream_failed
-from router.schemas import validate_chat
-from router.sse import DONE_EVENT, encode
+from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, too_large, unavailable, upstream_failed
+from router.http.schemas import validate_chat
+from router.session import pin_shared, shared_tier
+from router.http.sse import DONE_EVENT, encode
 from router.state import AppState
-from router.tiers import EXECUTORS
+from router.tiers.registry import EXECUTORS
 from router.tiers.base import Decision, ExecContext, Plan
 from router.upstream import UpstreamError
 
@@ -137,7 +138,7 @@ class ChatHandler:
         pinned = None
         if session and forced_tier is None and concrete is None:
             # the local map saves a round trip on this worker's repeat turns; Redis shares pins across workers
-            pinned = st.sessions.get(principal.tenant, session) or await st.accountant.session_tier(principal.tenant, session)
+            pinned = st.sessions.get(principal.tenant, session) or await shared_tier(st.accountant, principal.tenant, session)
         decision: Decision = policy.decide(
             req, raw, cls, cap, cfg, snap.prices, prompt_tokens,
             forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
@@ -154,7 +155,7 @@ class ChatHandler:
         plan = decision.plans[adm.plan_index]
         if session and plan.tier in cfg.tiers and concrete is None:
             st.sessions.pin(principal.tenant, session, plan.tier, cfg.policy.session_ttl_s)
-            st.spawn(st.accountant.pin_session(principal.tenant, session, plan.tier, cfg.policy.session_ttl_s))
+            st.spawn(pin_shared(st.accountant, principal.tenant, session, plan.tier, cfg.policy.session_ttl_s))
 
         want_transcript = bool((raw.get("triage") or {}).get("transcript")) if isinstance(raw.get("triage"), dict) else False
         fwd = dict(raw)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from router.mock_upstream import respond, run_stream, send_fault_status, wait_disconnect
-from router.sse import encode_event
+from simulator.app import respond, run_stream, send_fault_status, wait_disconnect
+from router.http.sse import encode_event
 
 if TYPE_CHECKING:
-    from router.mock_upstream import MockState, Plan
+    from simulator.app import MockState, Plan
 
 _dumps = orjson.dumps
 

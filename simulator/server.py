@@ -1,7 +1,7 @@
 """Running the mock upstream: ``serve`` (CLI, foreground) and ``MockServer`` (tests, benches).
 
 ``MockServer`` runs uvicorn in a background thread (default; ``.state`` is
-then the live :class:`~router.mock_upstream.MockState`) or in a subprocess
+then the live :class:`~simulator.app.MockState`) or in a subprocess
 (``mode="process"``, for benchmarks, so the mock does not share the GIL with
 the code under test). Either way it listens on a free 127.0.0.1 port and
 ``.base_url`` is ``http://127.0.0.1:PORT/v1``.
@@ -21,7 +21,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from router.mock_upstream import MockSettings, MockState
+    from simulator.app import MockSettings, MockState
 
 
 def _config(app: Any, host: str, port: int, log_level: str) -> Any:
@@ -39,7 +39,7 @@ def serve(host: str = "127.0.0.1", port: int = 8001, settings: MockSettings | No
     """Run the mock in the foreground until interrupted (``triage mock-upstream``)."""
     import uvicorn
 
-    from router.mock_upstream import build_app
+    from simulator.app import build_app
 
     uvicorn.Server(_config(build_app(settings), host, port, log_level)).run()
 
@@ -84,7 +84,7 @@ class MockServer:
     def _start_thread(self) -> None:
         import uvicorn
 
-        from router.mock_upstream import build_app
+        from simulator.app import build_app
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -105,7 +105,7 @@ class MockServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "router.mock_server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "simulator.server", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.settings is not None:
             cmd += ["--settings-json", json.dumps(dataclasses.asdict(self.settings))]
         self._proc = subprocess.Popen(cmd)
@@ -173,7 +173,7 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[str, int, MockSet
     --disagreement --cache-min-tokens --settings-json`` (the CLI mirrors these)."""
     import argparse
 
-    from router.mock_upstream import MockSettings
+    from simulator.app import MockSettings
 
     p = argparse.ArgumentParser("mock-upstream")
     p.add_argument("--host", default="127.0.0.1")

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from accounting import Principal
 from accounting.models import AccountingUnavailable
-from router.errors import unauthorized, unavailable
+from router.http.errors import unauthorized, unavailable
 from router.state import AppState
 
 MASTER_PRINCIPAL = Principal(key_id="master", tenant="admin", label="master key")

@@ -1,4 +1,4 @@
-"""litellm path of :mod:`router.upstream` (providers that do not speak OpenAI's wire format).
+"""litellm path of :mod:`router.upstream.openai_http` (providers that do not speak OpenAI's wire format).
 
 The litellm module object is passed in by ``Upstream`` (imported once, lazily),
 so importing this module never imports litellm. Responses and chunks are
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from router.upstream.errors import UpstreamError, classify_status, parse_retry_after, transport_error
+
 if TYPE_CHECKING:
-    from router.upstream import Deployment
+    from router.upstream.deployment import Deployment
 
 _DROP = ("model", "stream", "stream_options")
 
@@ -122,8 +124,6 @@ def to_openai_chunk(chunk: Any) -> dict[str, Any]:
 
 
 def map_exception(dep: Deployment, e: BaseException, partial: bool = False) -> Exception:
-    from router.upstream import UpstreamError, classify_status, parse_retry_after, transport_error
-
     if isinstance(e, UpstreamError):
         return e
     if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
@@ -170,8 +170,6 @@ async def litellm_complete(litellm: Any, dep: Deployment, body: dict[str, Any]) 
 
 
 async def litellm_stream(litellm: Any, dep: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    from router.upstream import UpstreamError
-
     kw = _kwargs(dep, body)
     kw["stream"] = True
     kw["stream_options"] = {"include_usage": True}

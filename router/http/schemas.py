@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router.errors import ProxyError, bad_request
+from router.http.errors import ProxyError, bad_request
 
 
 class Message(BaseModel):
