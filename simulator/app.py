@@ -63,6 +63,7 @@ from typing import Any
 
 import orjson
 
+from simulator import difficulty as dm
 from simulator import model as mm
 from router.http.sse import DONE_EVENT
 
@@ -83,6 +84,8 @@ class MockSettings:
     itl_ms: float = 0.0
     completion_tokens: int = 16
     disagreement: float = 0.25
+    difficulty: bool = False          # per-question difficulty model (simulator/difficulty.py)
+    model_skill: dict[str, float] = field(default_factory=dict)
     reasoning_models: list[str] = field(default_factory=list)
     prompt_cache: bool = True
     cache_min_tokens: int = 256
@@ -228,7 +231,7 @@ def knob(state: MockState, model: str, hdr: dict[str, str], name: str) -> float:
 class Plan:
     """Everything needed to render one response, computed once per request."""
 
-    __slots__ = ("model", "prompt", "cached", "visible", "reasoning", "finish", "pieces",
+    __slots__ = ("model", "prompt", "cached", "visible", "reasoning", "finish", "pieces", "lps",
                  "latency", "ttft", "itl", "fault", "rule", "after")
 
     def __init__(self, state: MockState, model: str, messages: list[Any], body: dict[str, Any],
@@ -247,7 +250,13 @@ class Plan:
             effort=body.get("reasoning_effort"),
             cap=int(cap) if cap is not None else None,
         )
-        self.pieces = mm.content_for(model, mm.last_user_text(messages), self.visible, s.disagreement)
+        question = mm.last_user_text(messages)
+        if s.difficulty:
+            self.pieces, lps = dm.pieces_and_logprobs(model, msgs, body, self.visible, s.model_skill, question)
+        else:
+            self.pieces = mm.content_for(model, question, self.visible, s.disagreement, dm.sample_key(body))
+            lps = [-0.001 if i < 2 else -0.05 for i in range(len(self.pieces))]
+        self.lps = lps if body.get("logprobs") else None
         self.latency = knob(state, model, hdr, "latency_ms") / 1000
         self.ttft = knob(state, model, hdr, "ttft_ms") / 1000
         self.itl = knob(state, model, hdr, "itl_ms") / 1000
@@ -321,7 +330,8 @@ async def chat_completions(state: MockState, body: dict[str, Any], plan: Plan, r
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": "".join(plan.pieces), "refusal": None},
-                "logprobs": None,
+                "logprobs": ({"content": dm.logprobs_content(plan.pieces, plan.lps), "refusal": None}
+                             if plan.lps is not None else None),
                 "finish_reason": plan.finish,
             }],
             "usage": plan.usage(),
@@ -339,7 +349,12 @@ async def stream_chat(state: MockState, body: dict[str, Any], plan: Plan, cid: s
             + b',"system_fingerprint":"fp_mock","choices":[{"index":0,"delta":')
     tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
     events = [head + b'{"role":"assistant","content":""}' + tail]
-    events.extend(head + b'{"content":' + _dumps(p) + b"}" + tail for p in plan.pieces)
+    if plan.lps is None:
+        events.extend(head + b'{"content":' + _dumps(p) + b"}" + tail for p in plan.pieces)
+    else:
+        lp_entries = dm.logprobs_content(plan.pieces, plan.lps)
+        events.extend(head + b'{"content":' + _dumps(p) + b'},"logprobs":{"content":[' + _dumps(e) + b"]}"
+                      + tail[len(b',"logprobs":null'):] for p, e in zip(plan.pieces, lp_entries))
     final = [head + b'{},"logprobs":null,"finish_reason":"' + plan.finish.encode() + b'"}]'
              + (b',"usage":null' if include_usage else b"") + b"}\n\n"]
     if include_usage:
@@ -476,6 +491,8 @@ async def control(state: MockState, method: str, path: str, receive: Any, send: 
                         "retry_after": r.get("retry_after", 1), "after_chunks": r.get("after_chunks"),
                     })
             return await respond(send, 200, _dumps({"faults": state.faults}))
+        if path == "/_mock/truth" and method == "POST":
+            return await respond(send, 200, _dumps(truth(state, payload)))
         if path == "/_mock/stats" and method == "GET":
             return await respond(send, 200, _dumps(state.stats()))
         if path == "/_mock/reset" and method == "POST":
@@ -488,6 +505,19 @@ async def control(state: MockState, method: str, path: str, receive: Any, send: 
     except (KeyError, ValueError, TypeError) as e:
         return await respond(send, 400, openai_error(400, f"mock control: {e}", "invalid_request_error"))
     await respond(send, 404, openai_error(404, f"mock: no route {method} {path}", "invalid_request_error"))
+
+
+def truth(state: MockState, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the difficulty model knows about one question for one model (see simulator/difficulty.py)."""
+    model = payload["model"]
+    if not isinstance(model, str):
+        raise TypeError("model must be a string")
+    question = payload.get("question")
+    if question is None:
+        question = mm.last_user_text(payload["messages"])
+    if not isinstance(question, str):
+        raise TypeError("question must be a string")
+    return dm.judge(model, question, state.settings.model_skill, dm.sample_key(payload)).as_dict()
 
 
 # Imported last: these modules use the helpers above (circular by design, so the

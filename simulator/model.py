@@ -34,11 +34,13 @@ Completion tokens
 Content
     First line "Answer: <X>" where X = int(blake2b(question)) % 100 and the
     question is the last user message's text. With probability
-    ``disagreement`` (default 0.25), decided by hash(model, question), a model
+    ``disagreement`` (default 0.25), decided by hash(model, question) (plus the
+    request's seed/temperature when it sets either, so samples differ), a model
     answers X + 1 + (h % 3) instead, so some agents in a vote disagree while
     most agree; ``disagreement`` 0 makes every model agree. Visible tokens
     beyond the first three are filler words on a second line, one per token,
     so streams have one chunk per visible token.
+    With ``difficulty`` on, answers follow simulator/difficulty.py instead.
 """
 
 from __future__ import annotations
@@ -108,20 +110,20 @@ def _h64(*parts: str) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def answer_for(model: str, question: str, disagreement: float) -> int:
+def answer_for(model: str, question: str, disagreement: float, sample: str = "") -> int:
     x = _h64(question) % 100
     if disagreement > 0:
-        h = _h64(model, question)
+        h = _h64(model, question, sample) if sample else _h64(model, question)
         if (h % 10000) < disagreement * 10000:
             x = (x + 1 + (h >> 20) % 3) % 100
     return x
 
 
-def content_for(model: str, question: str, visible: int, disagreement: float) -> list[str]:
+def content_for(model: str, question: str, visible: int, disagreement: float, sample: str = "") -> list[str]:
     """The visible text as a list of per-token pieces (joined = full content)."""
     if visible <= 0:
         return []
-    x = answer_for(model, question, disagreement)
+    x = answer_for(model, question, disagreement, sample)
     head = ["Answer", ":", f" {x}"]
     if visible <= 3:
         return head[:visible]

@@ -170,7 +170,7 @@ class MockServer:
 
 def settings_from_args(argv: list[str] | None = None) -> tuple[str, int, MockSettings, str]:
     """Parse ``--host --port --latency-ms --ttft-ms --itl-ms --completion-tokens
-    --disagreement --cache-min-tokens --settings-json`` (the CLI mirrors these)."""
+    --disagreement --cache-min-tokens --difficulty --settings-json`` (the CLI mirrors these)."""
     import argparse
 
     from simulator.app import MockSettings
@@ -184,11 +184,13 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[str, int, MockSet
     p.add_argument("--completion-tokens", type=int)
     p.add_argument("--disagreement", type=float)
     p.add_argument("--cache-min-tokens", type=int)
+    p.add_argument("--difficulty", action="store_true", default=None,
+                   help="per-question difficulty model (simulator/difficulty.py)")
     p.add_argument("--settings-json", help="full MockSettings as JSON (flags override it)")
     p.add_argument("--log-level", default="warning")
     a = p.parse_args(argv)
     base = json.loads(a.settings_json) if a.settings_json else {}
-    for k in ("latency_ms", "ttft_ms", "itl_ms", "completion_tokens", "disagreement", "cache_min_tokens"):
+    for k in ("latency_ms", "ttft_ms", "itl_ms", "completion_tokens", "disagreement", "cache_min_tokens", "difficulty"):
         if getattr(a, k) is not None:
             base[k] = getattr(a, k)
     return a.host, a.port, MockSettings(**base), a.log_level
