@@ -21,6 +21,7 @@ docs/cascade.md), chosen from what the cascade literature
       + 2.5 * invalid                          # JSON/schema/tool args/code do not parse
       + 1.5 * refusal + 0.6 * min(hedges, 3)
       + 2.0 * min(-mean_logprob, 2.5) + 0.12 * min(-min_logprob, 10)   # when logprobs given
+      + 1.5 * min(-answer_logprob, 4)          # tokens given: the tokens spelling the answer
       + 0.15 * ln(1 + answer_words)            # longer answers ~ harder questions
     escalate = 1 / (1 + exp(-z))
 
@@ -47,7 +48,7 @@ KINDS = ("mcq", "numeric", "code", "json", "tool", "text")
 BIAS = {"mcq": -2.0, "numeric": -2.6, "code": -2.0, "json": -2.4, "tool": -2.4, "text": -2.2}
 DISAGREE = {"mcq": 3.2, "numeric": 3.8, "code": 2.6, "json": 2.6, "tool": 3.0, "text": 2.6}
 W_NO_PAYLOAD, W_INVALID, W_REFUSAL, W_HEDGE = 2.0, 2.5, 1.5, 0.6
-W_MEAN_LP, W_MIN_LP, W_LEN = 2.0, 0.12, 0.15
+W_MEAN_LP, W_MIN_LP, W_ANSWER_LP, W_LEN = 2.0, 0.12, 1.5, 0.15
 LONG_TEXT_WORDS = 60        # beyond this, free-text answers legitimately differ
 
 _HEDGE = re.compile(
@@ -228,13 +229,42 @@ def _tool_similarity(a: list[tuple[str, Any]], b: list[tuple[str, Any]]) -> floa
                for (_, x), (_, y) in zip(a, b)) / len(a)
 
 
-def _logprob_stats(lps: Any) -> tuple[float | None, float | None]:
+def _logprob_entries(lps: Any) -> tuple[list[float], list[str] | None]:
+    """Token logprobs as numbers, or OpenAI `logprobs.content` entries ({token, logprob})."""
     if not isinstance(lps, (list, tuple)):
-        return None, None
-    vals = [float(v) for v in lps if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-    if not vals:
-        return None, None
-    return sum(vals) / len(vals), min(vals)
+        return [], None
+    vals: list[float] = []
+    toks: list[str] | None = []
+    for v in lps:
+        if isinstance(v, Mapping):
+            lp, tok = v.get("logprob"), v.get("token")
+            if toks is not None and isinstance(tok, str):
+                toks.append(tok)
+            else:
+                toks = None
+        else:
+            lp, toks = v, None
+        if isinstance(lp, (int, float)) and not isinstance(lp, bool) and math.isfinite(lp):
+            vals.append(float(lp))
+        else:
+            toks = None           # positions no longer line up with the text
+    return vals, toks if toks else None
+
+
+def _span_logprob(tokens: list[str], values: list[float], payload: str | None) -> float | None:
+    """Lowest logprob among the tokens that spell the extracted answer (its last occurrence)."""
+    if not payload or len(tokens) != len(values):
+        return None
+    joined = "".join(tokens)
+    i = joined.rfind(payload)
+    if i < 0:
+        return None
+    j, pos, span = i + len(payload), 0, []
+    for tok, v in zip(tokens, values):
+        start, pos = pos, pos + len(tok)
+        if pos > i and start < j:
+            span.append(v)
+    return min(span) if span else None
 
 
 def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
@@ -251,7 +281,11 @@ def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
     words = len(text0.split())
     hedges = len(_HEDGE.findall(text0[:4000]))
     refusal = bool(_REFUSAL.search(text0[:2000]))
-    mean_lp, min_lp = _logprob_stats(logprobs[0] if logprobs else None)
+    lp_vals, lp_toks = _logprob_entries(logprobs[0] if logprobs else None)
+    mean_lp = sum(lp_vals) / len(lp_vals) if lp_vals else None
+    min_lp = min(lp_vals) if lp_vals else None
+    payload = (extra.get("choices") or extra.get("finals") or [None])[0]
+    answer_lp = _span_logprob(lp_toks, lp_vals, payload) if lp_toks else None
 
     w_dis = DISAGREE[kind]
     if kind == "text" and words > LONG_TEXT_WORDS:
@@ -265,6 +299,8 @@ def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
     z += W_REFUSAL * refusal + W_HEDGE * min(hedges, 3)
     if mean_lp is not None:
         z += W_MEAN_LP * min(-mean_lp, 2.5) + W_MIN_LP * min(-(min_lp or 0.0), 10.0)
+    if answer_lp is not None:
+        z += W_ANSWER_LP * min(-answer_lp, 4.0)
     z += W_LEN * math.log1p(words)
     escalate = 1.0 / (1.0 + math.exp(-z))
     signals: dict[str, Any] = {
@@ -274,6 +310,7 @@ def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
         "hedges": hedges, "refusal": refusal, "answer_words": words,
         "mean_logprob": None if mean_lp is None else round(mean_lp, 4),
         "min_logprob": None if min_lp is None else round(min_lp, 4),
+        "answer_logprob": None if answer_lp is None else round(answer_lp, 4),
         **extra,
     }
     return CheckResult(escalate=round(escalate, 6), kind=kind, signals=signals)
@@ -289,7 +326,8 @@ def reasons(result: CheckResult, threshold: float) -> list[str]:
         out.append("invalid_structure")
     if s.get("agreement") is not None and s["agreement"] < 0.5:
         out.append("disagreement")
-    if s.get("mean_logprob") is not None and s["mean_logprob"] < -0.5:
+    if (s.get("mean_logprob") is not None and s["mean_logprob"] < -0.5) or \
+            (s.get("answer_logprob") is not None and s["answer_logprob"] < -0.5):
         out.append("low_logprob")
     if s.get("refusal"):
         out.append("refusal")

@@ -18,6 +18,12 @@ cascade_app = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="The cascade's answer check, offline (score answers, evaluate APGR).")
 
 
+def _is_lp(v: Any) -> bool:
+    if isinstance(v, dict):
+        v = v.get("logprob")
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate_row(row: Any) -> str | None:
     """Why a line cannot be scored, or None."""
     if not isinstance(row, dict):
@@ -38,9 +44,8 @@ def validate_row(row: Any) -> str | None:
         if not isinstance(lps, list) or len(lps) > len(answers):
             return "`logprobs` must be a list with at most one entry per answer"
         for i, lp in enumerate(lps):
-            if lp is not None and (not isinstance(lp, list) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in lp)):
-                return f"logprobs[{i}] must be a list of numbers or null"
+            if lp is not None and (not isinstance(lp, list) or not all(_is_lp(v) for v in lp)):
+                return f"logprobs[{i}] must be a list of numbers (or {{token, logprob}} objects) or null"
     return None
 
 

@@ -208,3 +208,14 @@ def test_mbpp_begin_done_and_humaneval_completion():
 
 def test_latex_shorthand():
     assert same_final("\\frac12", "\\frac{1}{2}") and same_final("\\dfrac{\\sqrt3}{2}", "\\frac{\\sqrt{3}}{2}")
+
+
+def test_answer_token_logprob_from_openai_entries():
+    toks = lambda lp: [{"token": "Answer", "logprob": -0.001}, {"token": ":", "logprob": -0.001},
+                       {"token": " 42", "logprob": lp}, {"token": "\nlorem", "logprob": -0.05}]
+    p = "What is 6 * 7?"
+    sure = check(p, ["Answer: 42\nlorem"], [toks(-0.02)])
+    unsure = check(p, ["Answer: 42\nlorem"], [toks(-1.5)])
+    assert sure.signals["answer_logprob"] == -0.02 and unsure.signals["answer_logprob"] == -1.5
+    assert unsure.escalate - sure.escalate > 0.3
+    assert "low_logprob" in reasons(unsure, 0.5)
