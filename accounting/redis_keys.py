@@ -17,6 +17,8 @@ Layout (``P`` = ``triage:``):
 - ``P done:<request_id>``        string: settle idempotency marker
 - ``P session:<tenant>:<sha256>`` string: the tier a conversation (x-triage-session) is pinned to, with a TTL
 - ``P rollup:<tenant>:<day>``    hash: ``<tier>|<model>|<metric>`` and ``cx|<bucket>|<tier>|<metric>`` counters
+- ``P alert:<kind>:<scope>:<period field>:<limit>`` string: set NX when a budget alert is sent, so one
+                                 crossing alerts once across all workers; expires after the period
 
 Scopes are ``tenant:<t>`` / ``key:<key_id>``, optionally suffixed with
 ``:tier:<tier>`` or ``:model:<model>``.
@@ -88,6 +90,11 @@ def done(request_id: str) -> str:
 
 def rollup(tenant_name: str, day: str) -> str:
     return f"{PREFIX}rollup:{tenant_name}:{day}"
+
+
+def alert_sent(kind: str, scope: str, period_field: str, limit_nusd: int) -> str:
+    # the limit is part of the name: raising a budget re-arms its alerts
+    return f"{PREFIX}alert:{kind}:{scope}:{period_field}:{limit_nusd}"
 
 
 # scope names (not keys, but they become part of keys; built here for one spelling)

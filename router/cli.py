@@ -113,6 +113,15 @@ def serve(
             os.environ["TRIAGE_CONFIG"] = str(config.resolve())
         if defaults_upstream:
             os.environ["TRIAGE_DEFAULTS_UPSTREAM"] = defaults_upstream
+        if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # every worker writes its counters here and a scrape of any worker sums them all;
+            # emptied first, or a previous run's counts would be added to this one's
+            import shutil
+
+            mp = state_dir / "prometheus"
+            shutil.rmtree(mp, ignore_errors=True)
+            mp.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp.resolve())
 
         base = f"http://{host}:{port}/v1"
         console.print(f"[bold green]Triage[/bold green] on {base}  (config: {cfg.source}, redis: {url}, workers: {workers})")

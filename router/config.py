@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.observe.settings import ObservabilitySpec
+
 log = logging.getLogger("triage.config")
 
 TIERS: tuple[str, ...] = ("fast", "reasoning", "deliberate")
@@ -156,6 +158,7 @@ class TriageConfig(BaseModel):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
     accounting: AccountingSpec = Field(default_factory=AccountingSpec)
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     source: str = "<embedded defaults>"
 
     @field_validator("tiers")

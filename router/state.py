@@ -15,6 +15,7 @@ from typing import Any, Coroutine
 from accounting import Accountant, AccountingSettings, count_text_tokens
 from classifier import Classifier
 from router.config import TriageConfig
+from router.observe.hub import Observability
 from router.runtime import Snapshot
 from router.session import SessionPins
 from router.upstream import Upstream
@@ -31,6 +32,7 @@ class AppState:
     config_path: str | None = None
     defaults_upstream: str | None = None
     sessions: SessionPins = field(default_factory=SessionPins)
+    obs: Observability | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -47,8 +49,10 @@ class AppState:
         await upstream.start()
         settings = accounting_settings(config)
         accountant = await Accountant.connect(config.redis_url or "", settings, snap.prices)
+        obs = Observability.start(config.observability, accountant)
+        obs.providers = {name: ds[0].provider for name, ds in snap.deployments.items() if ds}
         return cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
-                   config_path=config_path, defaults_upstream=defaults_upstream)
+                   config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
 
     def reload(self) -> Snapshot:
         """Re-read the config file and swap the snapshot; raises on an invalid file, keeping the old one."""
@@ -70,6 +74,8 @@ class AppState:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.obs is not None:
+            await self.obs.close()
         await self.upstream.close()
         await self.accountant.close()
 

@@ -27,6 +27,7 @@ from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.config import VIRTUAL_MODELS, ConfigError, TriageConfig
 from router.http.errors import ProxyError, error_body, forbidden, not_found, unauthorized
+from router.observe import web as review_web
 from router.state import AppState
 
 log = logging.getLogger("triage.app")
@@ -183,6 +184,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/admin/reload", reload, methods=["POST"]))
     app.include_router(admin_router)
+    review_web.install(app, ui=config.observability.ui)
 
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> Response:

@@ -130,7 +130,11 @@ class ChatHandler:
             raise not_found(f"The model '{model}' does not exist or you do not have access to it.", "model")
 
         messages = raw["messages"]
+        tc = time.perf_counter()
         cls = st.classifier.classify(messages)
+        obs = st.obs
+        if obs is not None:
+            obs.classified(time.perf_counter() - tc)
         cap = parse_cap(request, raw, principal.max_cost_per_query)
         tools = raw.get("tools")
         prompt_tokens = estimate_prompt_tokens(messages, tools if isinstance(tools, list) else None)
@@ -149,8 +153,13 @@ class ChatHandler:
         try:
             adm = await st.accountant.admit(principal, rid, estimates)
         except BudgetExceeded as e:
+            if obs is not None:
+                obs.refused("max_cost_per_query" if e.scope == "per-query cap" else "budget_exceeded", rid,
+                            principal.tenant, principal.key_id, model, t0)
             raise budget_exceeded(e.message) from None
         except AccountingUnavailable:
+            if obs is not None:
+                obs.refused("accounting_unavailable", rid, principal.tenant, principal.key_id, model, t0)
             raise unavailable("Budget service unavailable; refusing to spend without admission.", "accounting_unavailable") from None
         plan = decision.plans[adm.plan_index]
         if session and plan.tier in cfg.tiers and concrete is None:
@@ -271,6 +280,9 @@ class ChatHandler:
                 await self.state.accountant.release(meta.adm, rec)
         except Exception:  # metering must never turn a served answer into an error
             log.exception("settling request %s failed", ctx.request_id)
+        obs = self.state.obs
+        if obs is not None:
+            obs.finished(rec, meta.adm, meta.t0)
 
 
 class _Meta:

@@ -1,0 +1,318 @@
+"""What the review surfaces (dashboard, alerts) read: series, burn-down, routing mix, ledger pages.
+
+Built on the same rollup hashes, spend hashes and ledger streams as reports.py,
+with the same arithmetic (integer nano-USD summed, converted once), so a number
+on the dashboard equals `triage ledger report` and `/v1/usage` to the last digit.
+Every function takes the tenants the caller may see; the HTTP layer decides that.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from . import redis_keys as rk
+from .budgets import period_field
+from .models import from_nusd, to_nusd
+from .reports import _days, _flatten, _row, _s, parse_since
+
+SERIES_BY = ("tier", "model", "tenant", "key")
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """[start, end) of the budget period containing ``now``; (None, None) for 'total'."""
+    if period == "day":
+        start = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+        return start, start + timedelta(days=1)
+    if period == "month":
+        start = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+        days = calendar.monthrange(now.year, now.month)[1]
+        return start, start + timedelta(days=days)
+    return None, None
+
+
+def projection(limit_usd: float, spent_usd: float, period: str, now: datetime,
+               min_elapsed: float = 0.0) -> dict[str, Any]:
+    """Spend at period end and the run-out time if the rate since the period start holds.
+
+    ``exhausts_early`` is True when that rate runs the budget out before the period
+    ends (and it has not run out yet). Nothing is projected for 'total' budgets, nor
+    from less than ``min_elapsed`` of the period.
+    """
+    start, end = period_bounds(period, now)
+    out: dict[str, Any] = {"period_start": start.isoformat() if start else None,
+                           "period_end": end.isoformat() if end else None,
+                           "projected_usd": None, "run_out_at": None, "exhausts_early": False, "elapsed": None}
+    if start is None or end is None:
+        return out
+    total_s = (end - start).total_seconds()
+    elapsed_s = max(0.0, (now - start).total_seconds())
+    frac = elapsed_s / total_s
+    out["elapsed"] = frac
+    if elapsed_s <= 0 or frac < min_elapsed or spent_usd <= 0:
+        return out
+    rate = spent_usd / elapsed_s
+    out["projected_usd"] = rate * total_s
+    if spent_usd >= limit_usd:
+        return out
+    run_out = start + timedelta(seconds=limit_usd / rate)
+    if run_out < end:
+        out["run_out_at"] = run_out.isoformat(timespec="seconds")
+        out["exhausts_early"] = True
+    return out
+
+
+async def _rollups(redis: Redis, tenants: list[str], days: list[str]) -> list[tuple[str, str, dict[Any, Any]]]:
+    async with redis.pipeline(transaction=False) as p:
+        for t in tenants:
+            for d in days:
+                p.hgetall(rk.rollup(t, d))
+        hashes = await p.execute()
+    it = iter(hashes)
+    return [(t, d, next(it)) for t in tenants for d in days]
+
+
+def _range(since: str | None, until: str | None, now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or datetime.now(timezone.utc)
+    start = parse_since(since or "30d", now)
+    end = parse_since(until, now) if until else now
+    if end < start:
+        raise ValueError("'until' is before 'since'")
+    if (end - start).days > 400:
+        raise ValueError("a range is at most 400 days")
+    return start, end
+
+
+async def series(redis: Redis, tenants: list[str], by: str = "tier", since: str | None = "30d",
+                 until: str | None = None) -> dict[str, Any]:
+    """Cost and requests per UTC day, split by tier, model, tenant (rollups) or key (ledger walk)."""
+    if by not in SERIES_BY:
+        raise ValueError(f"by must be one of {', '.join(SERIES_BY)}")
+    start, end = _range(since, until)
+    days = _days(start, end)
+    cost: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    reqs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    if by == "key":
+        lo = datetime.fromisoformat(days[0]).replace(tzinfo=timezone.utc)
+        hi = datetime.fromisoformat(days[-1]).replace(tzinfo=timezone.utc) + timedelta(days=1)
+        day_set = set(days)
+        for r in await ledger_rows(redis, tenants, since_ts=lo.timestamp(), until_ts=hi.timestamp()):
+            d = datetime.fromtimestamp(r["ts"], timezone.utc).date().isoformat()
+            if d not in day_set:
+                continue
+            cost[r["key_id"] or "-"][d] += r["_cost_nusd"]
+            reqs[r["key_id"] or "-"][d] += 1
+    else:
+        for t, d, h in await _rollups(redis, tenants, days):
+            for k, v in h.items():
+                parts = _s(k).split("|")
+                if parts[0] == "cx" or len(parts) != 3 or parts[2] not in ("cost", "n"):
+                    continue
+                group = {"tier": parts[0], "model": parts[1], "tenant": t}[by]
+                (cost if parts[2] == "cost" else reqs)[group][d] += int(_s(v))
+    groups = sorted(set(cost) | set(reqs))
+    return {
+        "by": by, "days": days,
+        "series": [{"name": g, "cost_usd": [from_nusd(cost[g][d]) for d in days],
+                    "requests": [reqs[g][d] for d in days],
+                    "total_cost_usd": from_nusd(sum(cost[g].values())), "total_requests": sum(reqs[g].values())}
+                   for g in groups],
+        "total_cost_usd": from_nusd(sum(sum(c.values()) for c in cost.values())),
+        "total_requests": sum(sum(c.values()) for c in reqs.values()),
+    }
+
+
+async def routing(redis: Redis, tenants: list[str], since: str | None = "30d") -> dict[str, Any]:
+    """Tier mix per complexity bucket, and cost per unit of rated quality per tier x bucket."""
+    start, end = _range(since, None)
+    days = _days(start, end)
+    acc: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, _, h in await _rollups(redis, tenants, days):
+        for k, v in h.items():
+            parts = _s(k).split("|")
+            if parts[0] != "cx" or len(parts) != 4:
+                continue
+            acc[(parts[1], parts[2])][parts[3]] += int(_s(v))
+    cells = []
+    for (bucket, tier), m in sorted(acc.items()):
+        qsum, qn = m.get("qsum", 0) / 1_000_000, m.get("qn", 0)
+        qcost = from_nusd(m.get("qcost", 0))
+        cells.append({"bucket": bucket, "tier": tier, "requests": m.get("n", 0), "cost_usd": from_nusd(m.get("cost", 0)),
+                      "counterfactual_usd": from_nusd(m.get("cf", 0)), "rated": qn,
+                      "quality": qsum / qn if qn else None,
+                      "cost_per_quality_usd": qcost / qsum if qsum > 0 else None})
+    return {"since": since, "cells": cells}
+
+
+def _cost_nusd(r: dict[str, Any]) -> int:
+    for k in ("cost_nusd", "cost_nanousd"):
+        if isinstance(r.get(k), int):
+            return r[k]
+    return int(round(float(r.get("cost_usd") or 0.0) * 1_000_000_000))
+
+
+async def ledger_rows(redis: Redis, tenants: list[str], since_ts: float | None = None, until_ts: float | None = None,
+                      limit: int | None = None, filters: dict[str, str] | None = None,
+                      batch: int = 500) -> list[dict[str, Any]]:
+    """Ledger entries newest first across ``tenants``, filtered; each flattened like an export row."""
+    filters = {k: v for k, v in (filters or {}).items() if v}
+    hi = f"{int(until_ts * 1000)}" if until_ts else "+"
+    lo = f"{int(since_ts * 1000)}" if since_ts else "-"
+    out: list[dict[str, Any]] = []
+    for t in tenants:
+        cursor, got = hi, 0
+        while True:
+            entries = await redis.xrevrange(rk.ledger(t), max=cursor, min=lo, count=batch)
+            if not entries:
+                break
+            for _, fields in entries:
+                raw = fields.get(b"d") if b"d" in fields else fields.get("d")
+                r = orjson.loads(raw)
+                row = _flatten(r, None, None)
+                row["_cost_nusd"] = _cost_nusd(r)
+                if row["ts"] is None:
+                    continue
+                if all(_match(row, k, v) for k, v in filters.items()):
+                    out.append(row)
+                    got += 1
+            if limit is not None and got >= limit or len(entries) < batch:
+                break
+            cursor = "(" + _s(entries[-1][0])
+    out.sort(key=lambda r: r["ts"], reverse=True)
+    return out[:limit] if limit is not None else out
+
+
+def _match(row: dict[str, Any], k: str, v: str) -> bool:
+    if k == "status":
+        return (row.get("status") or "").startswith(v)
+    return str(row.get(k) or "") == v
+
+
+async def request_detail(redis: Redis, request_id: str, tenants: list[str] | None) -> dict[str, Any] | None:
+    """One ledger entry in full plus its feedback; None if unknown or not in ``tenants`` (None = any)."""
+    idx = {_s(k): _s(v) for k, v in (await redis.hgetall(rk.request(request_id))).items()}
+    if not idx or (tenants is not None and idx.get("tenant") not in tenants):
+        return None
+    entries = await redis.xrange(rk.ledger(idx["tenant"]), min=idx["sid"], max=idx["sid"], count=1)
+    if not entries:
+        return None
+    fields = entries[0][1]
+    rec = orjson.loads(fields.get(b"d") if b"d" in fields else fields.get("d"))
+    rec["quality"] = int(idx["q"]) / 1_000_000 if idx.get("q") else None
+    rec["comment"] = idx.get("comment") or None
+    return rec
+
+
+async def daily_cost(redis: Redis, tenant: str, days: list[str], tier: str | None = None,
+                     model: str | None = None) -> list[int]:
+    """A tenant's settled cost per day (nano-USD), optionally one tier's or one model's share."""
+    out = []
+    for _, _, h in await _rollups(redis, [tenant], days):
+        total = 0
+        for k, v in h.items():
+            parts = _s(k).split("|")
+            if parts[0] == "cx" or len(parts) != 3 or parts[2] != "cost":
+                continue
+            if (tier and parts[0] != tier) or (model and parts[1] != model):
+                continue
+            total += int(_s(v))
+        out.append(total)
+    return out
+
+
+async def burn_down(redis: Redis, status: dict[str, Any], now: datetime | None = None,
+                    min_elapsed: float = 0.0) -> dict[str, Any]:
+    """A budget's cumulative spend per day of its period, remaining, and the projection to period end.
+
+    The last cumulative point is the settled spend of the scope (the spend hash the
+    admit script reads); earlier points come from rollups (tenant scopes) or the
+    ledger (key scopes).
+    """
+    now = now or datetime.now(timezone.utc)
+    scope, period = status["scope"], status["period"]
+    start, end = period_bounds(period, now)
+    first = start or now - timedelta(days=29)
+    days = _days(first, now)
+    parts = scope.split(":")
+    kind, name = parts[0], parts[1]
+    tier = parts[3] if len(parts) == 4 and parts[2] == "tier" else None
+    model = ":".join(parts[3:]) if len(parts) >= 4 and parts[2] == "model" else None
+    if kind == "tenant":
+        per_day = await daily_cost(redis, name, days, tier, model)
+    else:
+        owner = await redis.hget(rk.apikey(_s(await redis.get(rk.key_id(name)) or b"")), "tenant")
+        per_day = [0] * len(days)
+        if owner:
+            rows = await ledger_rows(redis, [_s(owner)], since_ts=datetime.fromisoformat(days[0]).replace(
+                tzinfo=timezone.utc).timestamp(), filters={"key_id": name})
+            ix = {d: i for i, d in enumerate(days)}
+            for r in rows:
+                if (tier and r["tier"] != tier) or (model and r["model"] != model):
+                    continue
+                d = datetime.fromtimestamp(r["ts"], timezone.utc).date().isoformat()
+                if d in ix:
+                    per_day[ix[d]] += r["_cost_nusd"]
+    spent = status["spent_usd"]
+    # 'total' budgets began before the window: start the curve at what was spent before it
+    run = to_nusd(spent) - sum(per_day) if start is None else 0
+    cum = []
+    for v in per_day:
+        run += v
+        cum.append(from_nusd(run))
+    if cum:
+        cum[-1] = spent  # the authoritative figure; equal to the rollup sum unless a record is still spooled
+    return {**status, "days": days, "cumulative_usd": cum,
+            "projection": projection(status["limit_usd"], spent, period, now, min_elapsed),
+            "period_field": period_field(period, now)}
+
+
+async def report_all(redis: Redis, tenants: list[str], since: str | None = "7d", by: str = "tier") -> list[dict[str, Any]]:
+    """reports.report over several tenants, summed in integers before converting (one tenant: identical rows)."""
+    if by not in ("tier", "model", "day", "complexity"):
+        raise ValueError("by must be one of tier, model, day, complexity")
+    now = datetime.now(timezone.utc)
+    days = _days(parse_since(since, now), now)
+    acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, day, h in await _rollups(redis, tenants, days):
+        for k, v in h.items():
+            parts = _s(k).split("|")
+            if by == "complexity":
+                if parts[0] != "cx" or len(parts) != 4:
+                    continue
+                group, metric = parts[1], parts[3]
+            else:
+                if parts[0] == "cx" or len(parts) != 3:
+                    continue
+                tier, model, metric = parts
+                group = {"tier": tier, "model": model, "day": day}[by]
+            acc[group][metric] += int(_s(v))
+    return [_row(by, g, m) for g, m in sorted(acc.items())]
+
+
+async def spend_now(redis: Redis, tenants: list[str], now: datetime | None = None) -> dict[str, float]:
+    """Settled spend today, this month and in total, summed over tenants (the tenant scopes' spend hashes)."""
+    now = now or datetime.now(timezone.utc)
+    fields = [period_field(p, now) for p in ("day", "month", "total")]
+    async with redis.pipeline(transaction=False) as p:
+        for t in tenants:
+            p.hmget(rk.spend(rk.scope_tenant(t)), *fields)
+        got = await p.execute()
+    sums = [sum(int(float(_s(v))) for v in col if v is not None) for col in zip(*got)] if got else [0, 0, 0]
+    return {"day": from_nusd(sums[0]), "month": from_nusd(sums[1]), "total": from_nusd(sums[2])}
+
+
+async def refusals(redis: Redis, tenants: list[str], since: str | None = "30d") -> dict[str, Any]:
+    """Requests refused before any spend (budget, per-query cap), from the rollups' ``refused`` counters."""
+    start, end = _range(since, None)
+    by_reason: dict[str, int] = defaultdict(int)
+    for _, _, h in await _rollups(redis, tenants, _days(start, end)):
+        for k, v in h.items():
+            parts = _s(k).split("|")
+            if parts[0] == "refused" and len(parts) >= 2:
+                by_reason[parts[1] if len(parts) > 2 else "budget"] += int(_s(v))
+    return {"total": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items()))}
