@@ -89,6 +89,13 @@ class ModelPrice(BaseModel):
     def unpriced(self) -> bool:
         return self.source == "unpriced"
 
+    @property
+    def worst_rates(self) -> tuple[float, float]:
+        """(USD per prompt token, USD per output token) in the worst case: nothing read from cache
+        (a cache write may cost more than fresh input), every output token at the dearer of the
+        visible and reasoning prices. Every cost bound in the gateway starts here."""
+        return max(self.input, self.cache_write), max(self.output, self.reasoning)
+
 
 class Principal(BaseModel):
     key_id: str

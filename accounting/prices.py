@@ -163,5 +163,5 @@ class PriceBook:
 
     def estimate(self, name: str, prompt_tokens: int, max_output_tokens: int) -> float:
         """Worst case: nothing cached, every output token at the dearer of output/reasoning price."""
-        p = self.price(name)
-        return prompt_tokens * max(p.input, p.cache_write) + max_output_tokens * max(p.output, p.reasoning)
+        i, o = self.price(name).worst_rates
+        return prompt_tokens * i + max_output_tokens * o

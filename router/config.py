@@ -9,22 +9,22 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
+
+from router.tiers.base import TierConfig
+from router.tiers.registry import CONFIG_MODELS, TIER_NAMES, VIRTUAL_MODELS
 
 from router.observe.settings import ObservabilitySpec
 
 log = logging.getLogger("triage.config")
 
-TIERS: tuple[str, ...] = ("fast", "reasoning", "deliberate")
-VIRTUAL_MODELS: dict[str, str | None] = {
-    "triage/auto": None,
-    "triage/fast": "fast",
-    "triage/reasoning": "reasoning",
-    "triage/deliberate": "deliberate",
-}
+# Derived from the tier registry; kept here because callers read them from the config module.
+TIERS: tuple[str, ...] = TIER_NAMES
+__all__ = ["TIERS", "VIRTUAL_MODELS", "TierConfig", "TriageConfig", "ConfigError", "ModelEntry"]
 
 # Providers whose API is OpenAI's wire format: they go through the pooled HTTP
 # client. Everything else goes through litellm. Default bases are for when
@@ -112,16 +112,22 @@ class ModelEntry(BaseModel):
         return self.provider in OPENAI_COMPATIBLE
 
 
-class TierSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    models: list[str] = Field(min_length=1)
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
-    thinking_budget_tokens: int | None = Field(default=None, ge=1)
-    strategy: Literal["vote", "debate"] = "vote"
-    rounds: int = Field(default=1, ge=1, le=5)
-    aggregator: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    quality: float | None = Field(default=None, ge=0, le=1)
+# `tiers:` has one optional section per registered tier, each validated by that tier's own model, so
+# errors read `tiers.fast.strategy: Extra inputs are not permitted` and an unknown tier is rejected too.
+_TiersSpec = create_model(  # type: ignore[call-overload]
+    "TiersSpec", __config__=ConfigDict(extra="forbid"),
+    **{name: (model | None, None) for name, model in CONFIG_MODELS.items()},
+)
+
+
+def _present(spec: BaseModel) -> dict[str, TierConfig]:
+    return {name: getattr(spec, name) for name in TIER_NAMES if getattr(spec, name) is not None}
+
+
+if TYPE_CHECKING:
+    TiersField = dict[str, TierConfig]
+else:
+    TiersField = Annotated[_TiersSpec, AfterValidator(_present)]
 
 
 class PolicySpec(BaseModel):
@@ -152,7 +158,7 @@ class AccountingSpec(BaseModel):
 class TriageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_list: list[ModelEntry] = Field(min_length=1)
-    tiers: dict[Literal["fast", "reasoning", "deliberate"], TierSpec]
+    tiers: TiersField
     redis_url: str | None = None
     master_key: str | None = Field(default=None, repr=False)
     policy: PolicySpec = Field(default_factory=PolicySpec)
@@ -163,7 +169,7 @@ class TriageConfig(BaseModel):
 
     @field_validator("tiers")
     @classmethod
-    def _fast_required(cls, v: dict[str, TierSpec]) -> dict[str, TierSpec]:
+    def _fast_required(cls, v: dict[str, TierConfig]) -> dict[str, TierConfig]:
         if "fast" not in v:
             raise ValueError("a 'fast' tier is required: it is the floor every query can fall back to")
         return v
@@ -172,11 +178,9 @@ class TriageConfig(BaseModel):
     def _tiers_reference_models(self) -> "TriageConfig":
         names = {m.model_name for m in self.model_list}
         for tier, spec in self.tiers.items():
-            for i, name in enumerate(spec.models):
+            for path, name in spec.referenced_models().items():
                 if name not in names:
-                    raise ValueError(f"tiers.{tier}.models[{i}]: '{name}' is not a model_name in model_list")
-            if spec.aggregator and spec.aggregator not in names:
-                raise ValueError(f"tiers.{tier}.aggregator: '{spec.aggregator}' is not a model_name in model_list")
+                    raise ValueError(f"tiers.{tier}.{path}: '{name}' is not a model_name in model_list")
         return self
 
     def entries(self, name: str) -> list[ModelEntry]:

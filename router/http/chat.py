@@ -180,10 +180,10 @@ class ChatHandler:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             items = executor.stream(plan, ctx)
             first: Any = None
-            if plan.tier != "deliberate":
+            if not getattr(executor, "keepalive", False):
                 # Wait for the first chunk before sending headers, so a failure that happens before
                 # any byte (all fallbacks 5xx, 429, budget) gets its real HTTP status, not 200 + in-band.
-                # Deliberation streams keep-alives instead, so its headers go out at once.
+                # Tiers that stream keep-alives while they work (deliberate) send headers at once.
                 try:
                     first = await items.__anext__()
                 except StopAsyncIteration:

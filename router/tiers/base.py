@@ -7,30 +7,43 @@ records every upstream attempt in `ctx.calls`, which is what gets billed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Re-exported: callers that sized deliberation prompts imported these from here.
+from router.tiers.cost import ANSWER_FRAME_TOKENS, NATIVE_THINK, PICK_TOKENS, PROMPT_FRAME_TOKENS, quoted_tokens
 
 if TYPE_CHECKING:
     from accounting import PriceBook, UpstreamCall
+    from router.tiers.table import RateInfo, TierTable
     from router.upstream import Deployment, Upstream
 
-# Prompt-token allowance for the think-then-answer instruction a non-native
-# reasoning model gets; shared so the policy's estimate and the executor agree.
-THINK_PROMPT_TOKENS = 96
-# Thinking-token budget added to max_tokens for a native reasoning model, by effort.
-NATIVE_THINK = {"low": 1024, "medium": 4096, "high": 16384}
-ANSWER_FRAME_TOKENS = 16    # per agent answer quoted into a debate/aggregator prompt
-PROMPT_FRAME_TOKENS = 160   # instructions wrapped around the quoted answers
-PICK_TOKENS = 16            # an aggregator that picks a candidate replies with its number
+__all__ = ["ANSWER_FRAME_TOKENS", "NATIVE_THINK", "PICK_TOKENS", "PROMPT_FRAME_TOKENS", "quoted_tokens",
+           "Plan", "Decision", "ExecContext", "TierConfig", "Tier"]
 
 
-def quoted_tokens(agents: int, agent_max: int) -> int:
-    """Bound on what quoting every agent's answer adds to a prompt (debate rounds, aggregator)."""
-    return agents * (agent_max + ANSWER_FRAME_TOKENS) + PROMPT_FRAME_TOKENS
+class TierConfig(BaseModel):
+    """What every tier's config section has; a tier subclasses it with its own knobs.
+
+    `extra="forbid"` on every subclass: a knob another tier understands (say `strategy` on `fast`)
+    is a config error, not a silently ignored line.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    quality: float | None = Field(default=None, ge=0, le=1)
+
+    def referenced_models(self) -> dict[str, str]:
+        """Every model_name this section names, by its path in the section, so the config can check
+        each is in model_list."""
+        return {f"models[{i}]": m for i, m in enumerate(self.models)}
 
 
 @dataclass(slots=True)
 class Plan:
-    tier: str                          # fast | reasoning | deliberate | passthrough
+    tier: str                          # a registered tier's name, or passthrough
     models: list[str]                  # model_names: fallback chain, or the agents for deliberate
     max_tokens: int                    # output cap sent upstream on every call of this plan
     estimate_usd: float                # worst case for the whole plan; what gets reserved
@@ -43,6 +56,7 @@ class Plan:
     prompt_tokens: int = 0             # the prompt-token bound the estimate was made with
     answer_tokens: int = 0             # visible-answer share of max_tokens (the rest is thinking budget)
     fallbacks: list[str] = field(default_factory=list)  # deliberate: models an agent/aggregator may fall back to
+    stages: list["Plan"] = field(default_factory=list)  # a composite tier's sub-plans, each within estimate_usd
 
     @property
     def primary_model(self) -> str:
@@ -55,7 +69,7 @@ class Plan:
             k["reasoning_effort"] = self.reasoning_effort
         if self.think_steps:
             k["think_steps"] = self.think_steps
-        if self.tier == "deliberate":
+        if self.strategy is not None:
             k.update(strategy=self.strategy, agents=len(self.models), rounds=self.rounds, aggregator=self.aggregator)
         return k
 
@@ -86,3 +100,33 @@ class ExecContext:
 
     def spent_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls)
+
+
+class Tier(Protocol):
+    """One tier: its config, its plan ladder and cost estimate (via `table`), and its executor.
+
+    The registry (router/tiers/registry.py) lists the tiers; tier names, `triage/<name>` virtual
+    models, the classifier-facing ranks and default qualities all derive from it. A new tier
+    (e.g. cascade: answer fast, check, escalate) is one module implementing this plus one registry line.
+    """
+
+    name: ClassVar[str]
+    # 0/1/2 when the classifier's fast/reasoning/deliberate verdict can ask for this tier; None otherwise
+    # (such a tier is still chosen whenever its quality meets the target at a lower estimate).
+    level: ClassVar[int | None]
+    default_quality: ClassVar[float]
+    config_model: ClassVar[type[TierConfig]]
+    # True when stream() sends keep-alives before any upstream byte (so headers go out at once).
+    keepalive: ClassVar[bool]
+
+    def table(self, spec: TierConfig, rate: dict[str, RateInfo]) -> TierTable:
+        """Per-config constants and the plan ladder; built once per config load."""
+        ...
+
+    async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
+        """A normal chat.completion, usage summed over every call, with `usage.cost`."""
+        ...
+
+    def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+        """Chunk dicts, or a str for an SSE comment keep-alive."""
+        ...

@@ -22,62 +22,88 @@ early and the aggregator works with the last complete round.
 from __future__ import annotations
 
 import asyncio
-import re
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, ClassVar, Literal
 
-from router.http.errors import ProxyError, budget_exceeded
-from router.tiers.base import NATIVE_THINK, PICK_TOKENS, ExecContext, Plan, quoted_tokens
+from pydantic import Field
+
 from accounting.tokens import estimate_prompt_tokens
-from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_rates
+from router.http.errors import ProxyError, budget_exceeded
+from router.tiers import cost
+from router.tiers.base import ExecContext, Plan, TierConfig
 from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
-from router.upstream import UpstreamError
+from router.tiers.table import Knobs, RateInfo, TierTable, clamp_effort, effort_setup
+from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, answer_key,
+                                answers_block, tally)
+from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_case
+from router.upstream.errors import UpstreamError
+
+__all__ = ["DeliberateConfig", "DeliberateTable", "DeliberateTier", "answer_key", "answers_block", "tally"]
 
 KEEPALIVE_S = 5.0
-
-DEBATE_INSTRUCTION = (
-    "Above are all agents' answers from the previous round, yours among them. Check them for errors, "
-    "then give your own best answer. End with a line 'Answer: <final answer>'."
-)
-SYNTH_INSTRUCTION = (
-    "Above are several agents' answers to the user's last message. Write the single best final answer "
-    "for the user, correcting any errors. Reply with only that answer, addressed to the user."
-)
-PICK_INSTRUCTION = "Above are {n} candidate answers. Reply with only the number (1-{n}) of the best one."
-
-_ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
-_WS = re.compile(r"\s+")
-_INT = re.compile(r"\d+")
+DEFAULT_AGENTS = 3                # a deliberate tier listing a single model: that many copies
+MIN_AGENTS = 2
 
 
-def answers_block(answers: list[str]) -> str:
-    parts = [f"Answers from {len(answers)} independent agents:"]
-    parts += [f"[Agent {i}]\n{a}" for i, a in enumerate(answers, 1)]
-    return "\n\n".join(parts)
+class DeliberateConfig(TierConfig):
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    thinking_budget_tokens: int | None = Field(default=None, ge=1)
+    strategy: Literal["vote", "debate"] = "vote"
+    rounds: int = Field(default=1, ge=1, le=5)
+    aggregator: str | None = None
+
+    def referenced_models(self) -> dict[str, str]:
+        refs = super().referenced_models()
+        if self.aggregator:
+            refs["aggregator"] = self.aggregator
+        return refs
 
 
-def answer_key(text: str) -> str:
-    """What two answers must share to count as the same vote: the final answer line, normalised."""
-    found = _ANSWER_LINE.findall(text or "")
-    if found:
-        k = found[-1]
-    else:
-        lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-        k = lines[-1] if lines else ""
-    return _WS.sub(" ", k.strip().strip("*$`").rstrip(".!;,").lower())
+class DeliberateTable(TierTable):
+    def __init__(self, tier: DeliberateTier, spec: DeliberateConfig, rate: dict[str, RateInfo]):
+        super().__init__(tier, spec, rate)
+        self.effort, self.think_scale = effort_setup(spec, None)
+        self.strategy = spec.strategy
+        self.rounds = spec.rounds if spec.strategy == "debate" else 1
+        agg = spec.aggregator or (self.chain[0] if spec.strategy == "debate" else None)
+        self.aggregator = agg
+        self.agg_chain = list(dict.fromkeys([agg, *self.chain])) if agg else []
+        self.agg_rates: list[cost.Rate] = [(rate[m][0], rate[m][1]) for m in self.agg_chain]
+        self.agg_native = bool(agg and rate[agg][2])
+        self.agents = self.models if len(self.models) > 1 else self.models * DEFAULT_AGENTS
 
+    def think_tokens(self, effort: str | None) -> int:
+        # Agents without native reasoning just answer; diversity comes from the agents.
+        return int(cost.NATIVE_THINK[effort] * self.think_scale) if (effort and self.native_any) else 0
 
-def tally(answers: list[str]) -> tuple[int, int]:
-    """(index of the plurality answer, its vote count); ties go to the earliest agent."""
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for i, a in enumerate(answers):
-        k = answer_key(a)
-        counts[k] = counts.get(k, 0) + 1
-        first.setdefault(k, i)
-    best = max(counts, key=lambda k: (counts[k], -first[k]))
-    return first[best], counts[best]
+    def build_ladder(self, answer: int, client_effort: str | None) -> list[Knobs]:
+        effort = clamp_effort(self.effort, client_effort)
+        n, r = len(self.agents), self.rounds
+        out = [Knobs(effort, n, r, answer, "")]
+        for rr in range(r - 1, 0, -1):
+            out.append(Knobs(effort, n, rr, answer, f"rounds {r}->{rr}"))
+        for nn in range(n - 1, MIN_AGENTS - 1, -1):
+            out.append(Knobs(effort, nn, 1, answer, f"agents {n}->{nn}" + (f", rounds {r}->1" if r > 1 else "")))
+        return out
 
+    def agg_max(self, answer: int) -> int | None:
+        if not self.aggregator:
+            return None
+        return cost.aggregator_max_tokens(answer, self.strategy == "debate", self.agg_native)
+
+    def estimate(self, p: int, k: Knobs) -> tuple[float, int]:
+        max_t = k.answer + self.think_tokens(k.effort)
+        return cost.deliberation_cost(self.rates, self.agg_rates, p, k.agents, k.rounds, max_t,
+                                      self.agg_max(k.answer)), max_t
+
+    def plan(self, est: float, max_t: int, k: Knobs, p: int) -> Plan:
+        return Plan(tier=self.name, models=self.agents[:k.agents], max_tokens=max_t, estimate_usd=est,
+                    reasoning_effort=k.effort if self.native_any else None, strategy=self.strategy,
+                    rounds=k.rounds, aggregator=self.aggregator, note=k.note, prompt_tokens=p,
+                    answer_tokens=k.answer, fallbacks=self.chain)
+
+    def primary_model(self) -> str:
+        return self.agents[0]
 
 class _Answer:
     __slots__ = ("agent", "model", "message", "finish")
@@ -109,7 +135,7 @@ class _Run:
         self.agg_chain = [agg, *[f for f in pool if f != agg]] if agg else []
         agg_native = bool(agg and any(d.supports_reasoning for d in ctx.deployments.get(agg, ())))
         out = plan.answer_tokens or plan.max_tokens
-        self.agg_max = (out if plan.strategy == "debate" else PICK_TOKENS) + (NATIVE_THINK["low"] if agg_native else 0)
+        self.agg_max = cost.aggregator_max_tokens(out, plan.strategy == "debate", agg_native)
         self.answers: list[_Answer] = []
         self.rounds_run = 0
         self.stopped_early = False
@@ -118,16 +144,12 @@ class _Run:
     # -------------------------------------------------------------- budget
 
     def worst(self, chain: list[str], prompt: int, max_t: int) -> float:
-        w = 0.0
-        for m in chain:
-            i, o = worst_rates(self.ctx, m)
-            w = max(w, prompt * i + max_t * o)
-        return w
+        return worst_case(self.ctx, chain, prompt, max_t)
 
     def agg_reserve(self) -> float:
         if not self.agg_chain:
             return 0.0
-        prompt = self.p0 + quoted_tokens(len(self.plan.models), self.plan.max_tokens)
+        prompt = self.p0 + cost.quoted_tokens(len(self.plan.models), self.plan.max_tokens)
         return self.worst(self.agg_chain, prompt, self.agg_max)
 
     def note(self, **entry: Any) -> None:
@@ -254,8 +276,17 @@ class _Run:
                 "rounds_run": self.rounds_run, "stopped_early": self.stopped_early, "entries": self.ctx.transcript}
 
 
-class DeliberateExecutor:
+class DeliberateTier:
+    name: ClassVar[str] = "deliberate"
     tier = "deliberate"
+    level: ClassVar[int | None] = 2
+    default_quality: ClassVar[float] = 0.92
+    config_model: ClassVar[type[TierConfig]] = DeliberateConfig
+    keepalive: ClassVar[bool] = True  # agents work for a while; stream() sends keep-alives meanwhile
+
+    def table(self, spec: TierConfig, rate: dict[str, RateInfo]) -> DeliberateTable:
+        assert isinstance(spec, DeliberateConfig)
+        return DeliberateTable(self, spec, rate)
 
     async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
         run = _Run(plan, ctx)
@@ -327,3 +358,7 @@ class DeliberateExecutor:
         if ctx.want_transcript:
             yield {**chunk_base(ctx, template, model), "choices": [], "triage_transcript": run.transcript()}
         yield usage_chunk(ctx, template, model)
+
+
+# The executor's historical name.
+DeliberateExecutor = DeliberateTier

@@ -1,4 +1,4 @@
-"""fast (and passthrough): one answer from the tier's model chain.
+"""fast (and passthrough): one answer from the tier's model chain, no thinking knobs.
 
 Also home of the helpers every executor shares to shape its output like a
 single upstream call: usage summed over every attempt, `usage.cost` included.
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, ClassVar
 
-from router.tiers.base import ExecContext, Plan
-from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain
+from router.tiers.base import ExecContext, Plan, TierConfig
+from router.tiers.table import RateInfo, SingleCallTable
+from router.upstream.chain import Step, Thinking, complete_chain, prompt_bound, stream_chain
 
 
 def usage_totals(ctx: ExecContext) -> dict[str, Any]:
@@ -62,13 +63,17 @@ class SingleCall:
 
     tier = "fast"
 
+    def thinking(self, plan: Plan) -> Thinking | None:
+        """The per-attempt think-then-answer hook; only the reasoning tier has one."""
+        return None
+
     async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
         body = base_body(ctx)
         step = Step()
         resp = await complete_chain(
             ctx, plan.models, body, max_tokens=plan.max_tokens,
             prompt=prompt_bound(ctx, body["messages"], plan.prompt_tokens), allowance=remaining(ctx),
-            effort=plan.reasoning_effort, think_steps=plan.think_steps, step=step,
+            effort=plan.reasoning_effort, think=self.thinking(plan), step=step,
         )
         resp["model"] = step.model
         resp["usage"] = usage_totals(ctx)
@@ -82,7 +87,7 @@ class SingleCall:
         async with aclosing(stream_chain(
             ctx, plan.models, body, max_tokens=plan.max_tokens,
             prompt=prompt_bound(ctx, body["messages"], plan.prompt_tokens), allowance=remaining(ctx),
-            effort=plan.reasoning_effort, think_steps=plan.think_steps, step=step,
+            effort=plan.reasoning_effort, think=self.thinking(plan), step=step,
         )) as chunks:
             async for ch in chunks:
                 if template is None:
@@ -92,8 +97,24 @@ class SingleCall:
         yield usage_chunk(ctx, template, step.model)
 
 
-class FastExecutor(SingleCall):
+class FastConfig(TierConfig):
+    """models, max_tokens, quality: nothing else (no effort, no strategy)."""
+
+
+class FastTier(SingleCall):
+    name: ClassVar[str] = "fast"
     tier = "fast"
+    level: ClassVar[int | None] = 0
+    default_quality: ClassVar[float] = 0.70
+    config_model: ClassVar[type[TierConfig]] = FastConfig
+    keepalive: ClassVar[bool] = False
+
+    def table(self, spec: TierConfig, rate: dict[str, RateInfo]) -> SingleCallTable:
+        return SingleCallTable(self, spec, rate)
+
+
+# The executor's historical name.
+FastExecutor = FastTier
 
 
 class PassthroughExecutor(SingleCall):

@@ -22,70 +22,56 @@ import logging
 import random
 import time
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Protocol
 
 from accounting import UpstreamCall
 from accounting.models import Usage
 from accounting.tokens import count_text_tokens, estimate_prompt_tokens
 from router.http.errors import budget_exceeded
-from router.tiers.base import THINK_PROMPT_TOKENS, ExecContext
+from router.tiers import cost
+from router.upstream.cooldowns import COOLDOWNS, Cooldowns
 from router.upstream.deployment import Deployment
 from router.upstream.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from router.tiers.base import ExecContext
+
+__all__ = ["COOLDOWNS", "Cooldowns", "MAX_ATTEMPTS", "Step", "Thinking", "StreamGate", "attempts", "complete_chain",
+           "prepare", "prompt_bound", "stream_chain", "worst_rates"]
 
 log = logging.getLogger("triage.fallback")
 
 MAX_ATTEMPTS = 4
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 2.0          # a retry-after longer than this moves on rather than waits
-COOLDOWN_BASE_S = 5.0
-COOLDOWN_MAX_S = 60.0
 MIN_CALL_TOKENS = 16         # an attempt the budget squeezes below this is skipped, not sent
 
-THINK_PROMPT = (
-    "Think through the problem step by step in at most {steps} short numbered steps. Then write a line "
-    "starting with 'FINAL ANSWER:' followed by only the answer the user should see."
-)
-ANSWER_MARKER = "FINAL ANSWER:"
-_now = time.monotonic
 _perf = time.perf_counter
 
 
-class Cooldowns:
-    """Process-wide: deployment -> when it may be tried first again."""
+class StreamGate(Protocol):
+    """Filters a streamed answer's chunks (think-then-answer hides the scratch work)."""
 
-    __slots__ = ("_until", "_fails")
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]: ...
 
-    def __init__(self) -> None:
-        self._until: dict[tuple[str, str, str], float] = {}
-        self._fails: dict[tuple[str, str, str], int] = {}
-
-    @staticmethod
-    def key(dep: Deployment) -> tuple[str, str, str]:
-        return (dep.name, dep.api_base or "", dep.model)
-
-    def cooling(self, dep: Deployment) -> bool:
-        until = self._until.get(self.key(dep))
-        return until is not None and until > _now()
-
-    def failed(self, dep: Deployment, retry_after: float | None) -> None:
-        k = self.key(dep)
-        n = self._fails.get(k, 0) + 1
-        self._fails[k] = n
-        span = min(max(retry_after or 0.0, COOLDOWN_BASE_S * 2 ** (n - 1)), COOLDOWN_MAX_S)
-        self._until[k] = _now() + span
-
-    def succeeded(self, dep: Deployment) -> None:
-        k = self.key(dep)
-        if k in self._fails:
-            del self._fails[k]
-            self._until.pop(k, None)
-
-    def reset(self) -> None:
-        self._until.clear()
-        self._fails.clear()
+    def flush(self, finish: str | None = None) -> list[dict[str, Any]]: ...
 
 
-COOLDOWNS = Cooldowns()
+class Thinking(Protocol):
+    """How a tier makes a model without native reasoning think first (router/tiers/reasoning.py).
+
+    Applied per attempt, because whether it is needed depends on the deployment that serves it.
+    """
+
+    prompt_tokens: int  # what the instruction adds to the prompt bound
+
+    def applies(self, dep: Deployment) -> bool: ...
+
+    def instruct(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    def extract(self, text: str) -> str: ...
+
+    def gate(self) -> StreamGate: ...
 
 
 def attempts(ctx: ExecContext, chain: list[str]) -> list[tuple[str, Deployment]]:
@@ -104,9 +90,13 @@ def attempts(ctx: ExecContext, chain: list[str]) -> list[tuple[str, Deployment]]
     return out[:MAX_ATTEMPTS]
 
 
-def worst_rates(ctx: ExecContext, model: str) -> tuple[float, float]:
-    p = ctx.prices.price(model)
-    return max(p.input, p.cache_write), max(p.output, p.reasoning)
+def worst_rates(ctx: ExecContext, model: str) -> cost.Rate:
+    return cost.rate(ctx.prices, model)
+
+
+def worst_case(ctx: ExecContext, chain: Iterable[str], prompt: int, max_tokens: int) -> float:
+    """What one call over `chain` can cost at most: the allowance a deliberation agent gets."""
+    return cost.chain_cost(cost.rates(ctx.prices, chain), prompt, max_tokens)
 
 
 def prompt_bound(ctx: ExecContext, messages: list[dict[str, Any]], known: int = 0) -> int:
@@ -119,7 +109,7 @@ def prompt_bound(ctx: ExecContext, messages: list[dict[str, Any]], known: int = 
 
 
 def prepare(body: dict[str, Any], dep: Deployment, max_tokens: int, effort: str | None,
-            think_steps: int | None) -> dict[str, Any]:
+            think: Thinking | None) -> dict[str, Any]:
     b = dict(body)
     b.pop("max_tokens", None)
     b.pop("max_completion_tokens", None)
@@ -131,15 +121,10 @@ def prepare(body: dict[str, Any], dep: Deployment, max_tokens: int, effort: str 
     else:
         b["max_tokens"] = max_tokens
         b.pop("reasoning_effort", None)
-        if think_steps:
-            b["messages"] = [{"role": "system", "content": THINK_PROMPT.format(steps=think_steps)}, *b["messages"]]
+        if think is not None:
+            b["messages"] = think.instruct(b["messages"])
     b.pop("n", None)
     return b
-
-
-def extract_answer(text: str) -> str:
-    i = text.rfind(ANSWER_MARKER)
-    return text[i + len(ANSWER_MARKER):].strip() if i >= 0 else text
 
 
 def _hop(i: int, model: str, prev: str | None) -> str:
@@ -197,29 +182,26 @@ async def _pace(i: int, dep: Deployment, tried: dict[int, float | None]) -> bool
 
 
 def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: float) -> int:
-    i, o = worst_rates(ctx, model)
-    if o <= 0:
-        return max_tokens
-    return min(max_tokens, int((room - prompt * i) / o))
+    return cost.tokens_within(worst_rates(ctx, model), prompt, room, max_tokens)
 
 
 async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
-                          think_steps: int | None, step: "Step", tried: dict[int, float | None]
-                          ) -> AsyncIterator[tuple[str, Deployment, int | None, int, int, str]]:
+                          think: Thinking | None, step: "Step", tried: dict[int, float | None]
+                          ) -> AsyncIterator[tuple[str, Deployment, Thinking | None, int, int, str]]:
     """Attempts that the remaining allowance can pay for, paced by backoff:
-    (model, dep, think steps, prompt tokens, max tokens, hop)."""
+    (model, dep, thinking applied, prompt tokens, max tokens, hop)."""
     prev: str | None = None
     n = 0
     for model, dep in attempts(ctx, chain):
-        think = think_steps if not dep.supports_reasoning else None
-        p = prompt + (THINK_PROMPT_TOKENS if think else 0)
+        th = think if (think is not None and think.applies(dep)) else None
+        p = prompt + (th.prompt_tokens if th is not None else 0)
         mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
         if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
             continue
         hop = _hop(n, model, prev)
         n += 1
         prev = model
-        yield model, dep, think, p, mt, hop
+        yield model, dep, th, p, mt, hop
 
 
 def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: str,
@@ -234,16 +216,16 @@ def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0:
 
 async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any], *, max_tokens: int,
                          prompt: int, allowance: float, effort: str | None = None,
-                         think_steps: int | None = None, step: Step | None = None) -> dict[str, Any]:
+                         think: Thinking | None = None, step: Step | None = None) -> dict[str, Any]:
     """One non-stream answer over the chain; returns the upstream chat.completion."""
     step = step or Step()
     last: UpstreamError | None = None
     tried: dict[int, float | None] = {}
-    async for model, dep, think, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                                 think_steps, step, tried):
+    async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                                 think, step, tried):
         t0 = _perf()
         try:
-            resp = await ctx.upstream.complete(dep, prepare(body, dep, mt, effort, think))
+            resp = await ctx.upstream.complete(dep, prepare(body, dep, mt, effort, th))
         except UpstreamError as e:
             last = e
             _failed(ctx, model, dep, e, t0, hop, tried)
@@ -261,11 +243,11 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
         call = _record(ctx, model, usage, t0, "ok", hop, est_prompt=p, est_text=text)
         step.spent += call.cost_usd
         step.model, step.dep, step.call = model, dep, call
-        if think:
+        if th is not None:
             for ch in resp.get("choices") or ():
                 m = ch.get("message") or {}
                 if isinstance(m.get("content"), str):
-                    m["content"] = extract_answer(m["content"])
+                    m["content"] = th.extract(m["content"])
         return resp
     if last is not None:
         raise last
@@ -274,7 +256,7 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
 
 async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any], *, max_tokens: int,
                        prompt: int, allowance: float, effort: str | None = None,
-                       think_steps: int | None = None, step: Step | None = None) -> AsyncIterator[dict[str, Any]]:
+                       think: Thinking | None = None, step: Step | None = None) -> AsyncIterator[dict[str, Any]]:
     """Chunks of one streamed answer. Falls back only before the first chunk was forwarded.
 
     Usage-only chunks are consumed (the executor emits one summed usage chunk at the end).
@@ -282,10 +264,10 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     step = step or Step()
     last: UpstreamError | None = None
     tried: dict[int, float | None] = {}
-    async for model, dep, think, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                                 think_steps, step, tried):
+    async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                                 think, step, tried):
         t0 = _perf()
-        agen = ctx.upstream.stream(dep, prepare(body, dep, mt, effort, think))
+        agen = ctx.upstream.stream(dep, prepare(body, dep, mt, effort, th))
         try:
             first = await agen.__anext__()
         except StopAsyncIteration:
@@ -301,7 +283,7 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
             raise
         COOLDOWNS.succeeded(dep)
         step.model, step.dep = model, dep
-        async with aclosing(_relay(ctx, agen, first, model, t0, hop, p, step, think)) as relay:
+        async with aclosing(_relay(ctx, agen, first, model, t0, hop, p, step, th)) as relay:
             async for c in relay:
                 yield c
         return
@@ -311,11 +293,11 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
 
 
 async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, model: str, t0: float, hop: str,
-                 p: int, step: Step, think: int | None) -> AsyncIterator[dict[str, Any]]:
+                 p: int, step: Step, think: Thinking | None) -> AsyncIterator[dict[str, Any]]:
     usage: dict[str, Any] | None = None
     text: list[str] = []
     status = "ok"
-    gate = _AnswerGate() if think else None
+    gate = think.gate() if think is not None else None
     try:
         chunk = first
         while chunk is not None:
@@ -355,56 +337,3 @@ async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, mode
         call = _record(ctx, model, usage, t0, status, hop, est_prompt=p, est_text="".join(text))
         step.spent += call.cost_usd
         step.call = call
-
-
-class _AnswerGate:
-    """Think-then-answer over a stream: hold text until the answer marker, then forward the rest."""
-
-    __slots__ = ("buf", "open", "template")
-
-    def __init__(self) -> None:
-        self.buf = ""
-        self.open = False
-        self.template: dict[str, Any] | None = None
-
-    def _chunk(self, text: str | None, finish: str | None = None) -> dict[str, Any]:
-        t = self.template or {}
-        delta: dict[str, Any] = {"content": text} if text is not None else {}
-        return {**{k: v for k, v in t.items() if k != "choices"},
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.template is None:
-            self.template = chunk
-        ch = chunk["choices"][0]
-        delta = ch.get("delta") or {}
-        c = delta.get("content")
-        finish = ch.get("finish_reason")
-        if self.open:
-            return [chunk]
-        out: list[dict[str, Any]] = []
-        if delta.get("role") and not c:
-            out.append(chunk)
-        if c:
-            self.buf += c
-            i = self.buf.find(ANSWER_MARKER)
-            if i >= 0:
-                self.open = True
-                rest = self.buf[i + len(ANSWER_MARKER):].lstrip()
-                self.buf = ""
-                if rest:
-                    out.append(self._chunk(rest))
-        if finish:
-            out.extend(self.flush(finish))
-        return out
-
-    def flush(self, finish: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if not self.open and self.buf:
-            # No marker: the model ignored the format; the whole text is the best answer we have.
-            out.append(self._chunk(self.buf))
-            self.buf = ""
-            self.open = True
-        if finish:
-            out.append(self._chunk(None, finish))
-        return out

@@ -102,6 +102,45 @@ def test_errors_name_file_path_and_reason(tmp_path: Path, monkeypatch: pytest.Mo
     assert "fast" in str(ei.value)
 
 
+@pytest.mark.parametrize("tier,knob,value", [
+    ("fast", "strategy", "debate"), ("fast", "rounds", 2), ("fast", "reasoning_effort", "high"),
+    ("reasoning", "aggregator", "big"), ("reasoning", "strategy", "vote"),
+])
+def test_each_tier_rejects_knobs_it_does_not_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tier: str,
+                                                  knob: str, value: object) -> None:
+    monkeypatch.setenv("TEST_OPENAI_KEY", "x")
+    raw = yaml.safe_load(LITELLM_STYLE)
+    raw["tiers"][tier][knob] = value
+    with pytest.raises(ConfigError) as ei:
+        TriageConfig.load(write(tmp_path, yaml.safe_dump(raw)))
+    assert f"tiers.{tier}.{knob}: Extra inputs are not permitted" in str(ei.value)
+
+
+def test_unknown_tier_and_unknown_aggregator_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_OPENAI_KEY", "x")
+    raw = yaml.safe_load(LITELLM_STYLE)
+    raw["tiers"]["turbo"] = {"models": ["small"]}
+    with pytest.raises(ConfigError) as ei:
+        TriageConfig.load(write(tmp_path, yaml.safe_dump(raw)))
+    assert "tiers.turbo: Extra inputs are not permitted" in str(ei.value)
+    raw = yaml.safe_load(LITELLM_STYLE)
+    raw["tiers"]["deliberate"]["aggregator"] = "nope"
+    with pytest.raises(ConfigError) as ei:
+        TriageConfig.load(write(tmp_path, yaml.safe_dump(raw)))
+    assert "tiers.deliberate.aggregator: 'nope'" in str(ei.value)
+
+
+def test_tier_names_and_virtual_models_come_from_the_registry() -> None:
+    from router.config import TIERS, VIRTUAL_MODELS
+    from router.tiers.registry import EXECUTORS, LEVELS
+    from router.tiers.registry import TIERS as REGISTERED
+
+    assert TIERS == tuple(t.name for t in REGISTERED)
+    assert VIRTUAL_MODELS == {"triage/auto": None, **{f"triage/{t}": t for t in TIERS}}
+    assert LEVELS == ("fast", "reasoning", "deliberate")  # the classifier's verdicts, in order
+    assert set(EXECUTORS) == {*TIERS, "passthrough"}
+
+
 def test_unpriced_model_refused_unless_settled_at_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_OPENAI_KEY", "x")
     raw = yaml.safe_load(LITELLM_STYLE)

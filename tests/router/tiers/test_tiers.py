@@ -19,7 +19,8 @@ from router.http.schemas import validate_chat
 from router.tiers import deliberate
 from router.tiers.registry import EXECUTORS
 from router.tiers.base import ExecContext, Plan
-from router.upstream.chain import COOLDOWNS, MAX_ATTEMPTS, Step, _AnswerGate, complete_chain, extract_answer
+from router.tiers.reasoning import _AnswerGate, extract_answer
+from router.upstream.chain import COOLDOWNS, MAX_ATTEMPTS, Step, complete_chain
 from router.upstream import Upstream, UpstreamError
 
 PRICES = {
