@@ -19,9 +19,6 @@ from importlib import resources
 from typing import Any
 
 from pydantic import BaseModel
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import redis_keys as rk
@@ -43,6 +40,7 @@ from .models import (
     to_nusd,
 )
 from .prices import PriceBook
+from .redis_client import close_client, make_client
 from .spool import Spool
 
 log = logging.getLogger("triage.accounting")
@@ -96,7 +94,7 @@ def _today(now: datetime | None = None) -> tuple[str, str]:
 
 
 class Accountant:
-    def __init__(self, redis: Redis, settings: AccountingSettings, prices: PriceBook):
+    def __init__(self, redis: Any, settings: AccountingSettings, prices: PriceBook):
         self.redis = redis
         self.settings = settings
         self.prices = prices
@@ -114,31 +112,23 @@ class Accountant:
         self._next_spool_check = 0.0
         self._bg: set[asyncio.Task[Any]] = set()
         self._policy_lock = asyncio.Lock()
-        self._policy_ver = -1  # never matches: the first admit loads the policy index
-        self._policy_scopes: frozenset[str] = frozenset()
+        # tenant -> (version, scopes with a policy); a tenant's first admit loads its entry
+        self._policies: dict[str, tuple[int, frozenset[str]]] = {}
         self._lease_ms = int(settings.lease_ttl_s * 1000)
 
     @classmethod
     async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
                       prices: PriceBook | None = None) -> "Accountant":
         settings = settings or AccountingSettings()
-        pool = BlockingConnectionPool.from_url(
-            redis_url,
-            # No socket_timeout: redis-py would wrap every write in asyncio.wait_for (a Task per
-            # command). Hot-path calls are bounded by one asyncio.timeout in _call instead.
-            socket_timeout=None,
-            socket_connect_timeout=settings.connect_timeout_s,
-            max_connections=settings.max_connections,
-            timeout=settings.pool_wait_s,
-            retry=Retry(NoBackoff(), 0),  # the breaker and spool handle failure; retries only stretch the timeout
-            health_check_interval=0,
-        )
-        r = Redis(connection_pool=pool)
+        # No socket_timeout: redis-py would wrap every write in asyncio.wait_for (a Task per
+        # command). Hot-path calls are bounded by one asyncio.timeout in _call instead. No retries:
+        # the breaker and spool handle failure; retries only stretch the timeout.
+        r = make_client(redis_url, connect_timeout_s=settings.connect_timeout_s, socket_timeout_s=None,
+                        max_connections=settings.max_connections, pool_wait_s=settings.pool_wait_s)
         acct = cls(r, settings, prices or PriceBook({}))
         # Redis down at boot must not stop the proxy: admission then follows fail_open/closed.
         if await acct.ready():
             try:
-                await acct._refresh_policies()
                 await acct.replay_spool()
             except AccountingUnavailable:
                 pass
@@ -147,8 +137,7 @@ class Accountant:
     async def close(self) -> None:
         for t in list(self._bg):
             t.cancel()
-        await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        await close_client(self.redis)
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -233,9 +222,11 @@ class Accountant:
                     f"Request may cost up to ${cheapest:.6f}, above the per-query cost cap of ${cap:.6f}.",
                 )
         try:
+            if principal.tenant not in self._policies:
+                await self._refresh_policies(principal.tenant)
             res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
             if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
-                await self._refresh_policies()
+                await self._refresh_policies(principal.tenant)
                 res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
                 if int(res[0]) == -1:
                     raise AccountingUnavailable("budget policies changing too fast to admit")
@@ -275,25 +266,32 @@ class Accountant:
             store_prompts=principal.store_prompts,
         )
 
-    async def _refresh_policies(self) -> None:
-        seen = self._policy_ver
+    async def _refresh_policies(self, tenant: str) -> None:
+        seen = self._policies.get(tenant)
         async with self._policy_lock:  # a burst of stale admits refreshes once, not once each
-            if self._policy_ver != seen:
+            if self._policies.get(tenant) is not seen:
                 return
             try:
-                self._policy_ver, self._policy_scopes = await self.budgets.snapshot()
-            except (RedisError, OSError) as e:
+                async with asyncio.timeout(self.settings.redis_timeout_s):
+                    snap = await self.budgets.snapshot(tenant)
+                    # cross-tenant reads (exports, compaction, master-key feedback) find tenants here
+                    await self.redis.sadd(rk.tenants_index(), tenant)
+            except (RedisError, OSError, TimeoutError) as e:
                 self.breaker.failure()
                 raise AccountingUnavailable("accounting store unavailable") from e
+            if len(self._policies) > 100_000:
+                self._policies.clear()
+            self._policies[tenant] = snap
 
     async def _admit_once(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
                           idx: list[int]) -> tuple[Any, list[str], list[int]]:
         """One EVALSHA over only the scopes that have a policy (per the cached, version-checked index)."""
         day, month = _today()
-        have = self._policy_scopes
+        t = principal.tenant
+        ver, have = self._policies.get(t, (-1, frozenset()))
         scope_ix: dict[str, int] = {}
         scope_names: list[str] = []
-        keys: list[str] = [rk.budgets_version()]
+        keys: list[str] = [rk.budgets_version(t)]
         plan_args: list[Any] = []
         ests: list[int] = []
         for i in idx:
@@ -307,12 +305,12 @@ class Accountant:
                     if j is None:
                         scope_names.append(s)
                         j = scope_ix[s] = len(scope_names)
-                        keys += (rk.budget(s), rk.spend(s), rk.holds(s))
+                        keys += (rk.budget(t, s), rk.spend(t, s), rk.holds(t, s))
                     members.append(j)
             est = to_nusd(p.estimate_usd)
             ests.append(est)
             plan_args += (est, len(members), *members)
-        args = [request_id, day, month, self._lease_ms, len(scope_names), len(idx), self._policy_ver, *plan_args]
+        args = [request_id, day, month, self._lease_ms, len(scope_names), len(idx), ver, *plan_args]
         return await self._call(self._admit, keys, args), scope_names, ests
 
     # -- settlement -----------------------------------------------------------------------------
@@ -361,9 +359,10 @@ class Accountant:
         else:
             trim_kind, trim_arg = "MINID", f"{int((record.ts - s.ledger_retention_days * 86400) * 1000)}-0"
         bucket = complexity_bucket(record.complexity)
-        keys = [rk.done(record.request_id), rk.ledger(tenant), rk.request(record.request_id), rk.rollup(tenant, day)]
+        keys = [rk.done(tenant, record.request_id), rk.ledger(tenant), rk.request(tenant, record.request_id),
+                rk.rollup(tenant, day)]
         for sc in adm.held_scopes:
-            keys += (rk.spend(sc), rk.holds(sc))
+            keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
         # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
         # that model (a fallback hop to another model counts against that model's budget).
         total = to_nusd(cost)
@@ -378,7 +377,7 @@ class Accountant:
         for m, amt in per_model.items():
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
             amounts += (amt, amt)
-        keys += [rk.spend(sc) for sc in charge]
+        keys += [rk.spend(tenant, sc) for sc in charge]
         nums = (adm.reserved_nusd, to_nusd(cost), to_nusd(cf), usage.prompt_tokens, usage.cached_tokens,
                 usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
                 s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400)
@@ -408,7 +407,7 @@ class Accountant:
             return
         keys: list[str] = []
         for sc in adm.held_scopes:
-            keys += (rk.spend(sc), rk.holds(sc))
+            keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
         try:
             await self._call(self._release, keys, [f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd])
         except AccountingUnavailable:
@@ -434,6 +433,18 @@ class Accountant:
 
             return await self.spool.replay(apply)
 
+    async def owner_of(self, request_id: str) -> str | None:
+        """The tenant whose ledger holds ``request_id`` (master-key feedback); O(tenants), admin-only."""
+        try:
+            names = sorted(_s(t) for t in await self.redis.smembers(rk.tenants_index()))
+            async with self.redis.pipeline(transaction=False) as p:
+                for t in names:
+                    p.exists(rk.request(t, request_id))
+                hits = await p.execute()
+        except (RedisError, OSError) as e:
+            raise AccountingUnavailable("accounting store unavailable") from e
+        return next((t for t, h in zip(names, hits) if h), None)
+
     # -- quality --------------------------------------------------------------------------------
 
     async def feedback(self, principal: Principal | str, request_id: str, score: float | None = None,
@@ -450,7 +461,7 @@ class Accountant:
             return False  # not an id we minted, so no record of ours: never build a key from it
         try:
             owner, day, tier, model, cx = await self.redis.hmget(
-                rk.request(request_id), "tenant", "day", "tier", "model", "cx")
+                rk.request(tenant, request_id), "tenant", "day", "tier", "model", "cx")
         except (RedisError, OSError) as e:
             raise AccountingUnavailable("accounting store unavailable") from e
         if owner is None:
@@ -460,7 +471,7 @@ class Accountant:
         tier, model, cx = _s(tier), _s(model), _s(cx)
         res = await self._call(
             self._feedback,
-            [rk.request(request_id), rk.rollup(tenant, _s(day))],
+            [rk.request(tenant, request_id), rk.rollup(tenant, _s(day))],
             [tenant, int(round(score * 1_000_000)), (comment or "")[:2000], f"{tier}|{model}|", f"cx|{cx}|{tier}|"],
         )
         if int(res) == -2:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from importlib import resources
 from typing import Any
-
-from redis.asyncio import Redis
 
 from . import redis_keys as rk
 from .models import BudgetPolicy, from_nusd, to_nusd
@@ -53,39 +52,59 @@ def _s(v: Any) -> str:
 
 
 class BudgetStore:
-    def __init__(self, redis: Redis):
-        self.r = redis
+    """Policies live in their tenant's hash slot (a key scope in its key's tenant), next to the
+    spend and holds the admit script reads, so one script never spans Cluster slots."""
 
-    async def set(self, policy: BudgetPolicy) -> BudgetPolicy:
+    def __init__(self, redis: Any):
+        self.r = redis
+        self._script = redis.register_script(
+            resources.files("accounting").joinpath("lua", "policy.lua").read_text())
+        self._key_tenants: dict[str, str] = {}
+
+    async def tenant_of(self, scope: str) -> str:
+        """The tenant whose slot holds ``scope``; ValueError for a key that does not exist."""
+        t = rk.scope_tenant_name(scope)
+        if t is not None:
+            return t
+        kid = scope.split(":", 2)[1]
+        hit = self._key_tenants.get(kid)
+        if hit is not None:
+            return hit
+        sha = await self.r.get(rk.key_id(kid))
+        owner = await self.r.hget(rk.apikey(_s(sha)), "tenant") if sha else None
+        if owner is None:
+            raise ValueError(f"no key {kid!r}: a key scope needs an existing key")
+        self._key_tenants[kid] = _s(owner)
+        return _s(owner)
+
+    async def set(self, policy: BudgetPolicy, tenant: str | None = None) -> BudgetPolicy:
         validate_scope(policy.scope)
         if policy.limit_usd < 0:
             raise ValueError("limit_usd must be >= 0")
         if policy.soft_pct is not None and not (0 < policy.soft_pct <= 100):
             raise ValueError("soft_pct must be in (0, 100]")
-        fields = {
-            "limit": str(to_nusd(policy.limit_usd)),
-            "period": policy.period,
-            "mode": policy.mode,
-            "soft_pct": "" if policy.soft_pct is None else repr(float(policy.soft_pct)),
-        }
-        async with self.r.pipeline(transaction=True) as p:
-            p.delete(rk.budget(policy.scope))
-            p.hset(rk.budget(policy.scope), mapping=fields)
-            p.sadd(rk.budgets_index(), policy.scope)
-            p.incr(rk.budgets_version())
-            await p.execute()
+        t = tenant or await self.tenant_of(policy.scope)
+        soft = "" if policy.soft_pct is None else repr(float(policy.soft_pct))
+        await self.r.sadd(rk.tenants_index(), t)
+        await self._script(keys=[rk.budget(t, policy.scope), rk.budgets_index(t), rk.budgets_version(t)],
+                           args=["set", policy.scope, str(to_nusd(policy.limit_usd)), policy.period, policy.mode, soft])
         return policy
 
     async def delete(self, scope: str) -> bool:
-        async with self.r.pipeline(transaction=True) as p:
-            p.delete(rk.budget(scope))
-            p.srem(rk.budgets_index(), scope)
-            p.incr(rk.budgets_version())
-            n, _, _ = await p.execute()
+        try:
+            t = await self.tenant_of(scope)
+        except ValueError:
+            return False
+        n = await self._script(keys=[rk.budget(t, scope), rk.budgets_index(t), rk.budgets_version(t)],
+                               args=["del", scope])
         return bool(n)
 
-    async def get(self, scope: str) -> BudgetPolicy | None:
-        h = {_s(k): _s(v) for k, v in (await self.r.hgetall(rk.budget(scope))).items()}
+    async def get(self, scope: str, tenant: str | None = None) -> BudgetPolicy | None:
+        try:
+            t = tenant or await self.tenant_of(scope)
+        except ValueError:
+            return None
+        h = {_s(k): _s(v) for k, v in (await self.r.hgetall(rk.budget(t, scope))).items()}
         if not h:
             return None
         return BudgetPolicy(
@@ -97,20 +116,30 @@ class BudgetStore:
         )
 
     async def show(self, prefix: str | None = None) -> list[dict[str, Any]]:
-        """Every policy (optionally those whose scope starts with ``prefix``) with its live spend."""
-        scopes = sorted(_s(s) for s in await self.r.smembers(rk.budgets_index()))
+        """Every policy (optionally those whose scope starts with ``prefix``) with its live spend.
+
+        Read per tenant and merged here: no single command spans the tenants' slots."""
         if prefix:
-            scopes = [s for s in scopes if s == prefix or s.startswith(prefix + ":")]
+            try:
+                tenants = [await self.tenant_of(prefix)]
+            except ValueError:
+                return []
+        else:
+            tenants = sorted(_s(t) for t in await self.r.smembers(rk.tenants_index()))
         out = []
-        for scope in scopes:
-            pol = await self.get(scope)
-            if pol is None:
-                continue
-            out.append(await self.status(pol))
+        for t in tenants:
+            scopes = sorted(_s(s) for s in await self.r.smembers(rk.budgets_index(t)))
+            if prefix:
+                scopes = [s for s in scopes if s == prefix or s.startswith(prefix + ":")]
+            for scope in scopes:
+                pol = await self.get(scope, t)
+                if pol is not None:
+                    out.append(await self.status(pol, t))
         return out
 
-    async def status(self, pol: BudgetPolicy) -> dict[str, Any]:
-        spent_raw, reserved_raw = await self.r.hmget(rk.spend(pol.scope), period_field(pol.period), "reserved")
+    async def status(self, pol: BudgetPolicy, tenant: str | None = None) -> dict[str, Any]:
+        t = tenant or await self.tenant_of(pol.scope)
+        spent_raw, reserved_raw = await self.r.hmget(rk.spend(t, pol.scope), period_field(pol.period), "reserved")
         spent, reserved = from_nusd(spent_raw or 0), max(0.0, from_nusd(reserved_raw or 0))
         return {
             **pol.model_dump(),
@@ -119,13 +148,15 @@ class BudgetStore:
             "remaining_usd": max(0.0, pol.limit_usd - spent - reserved),
         }
 
-    async def snapshot(self) -> tuple[int, frozenset[str]]:
-        """(version, scopes with a policy), read atomically; workers cache this between changes."""
-        async with self.r.pipeline(transaction=True) as p:
-            p.get(rk.budgets_version())
-            p.smembers(rk.budgets_index())
-            ver, members = await p.execute()
+    async def snapshot(self, tenant: str) -> tuple[int, frozenset[str]]:
+        """(version, scopes with a policy) of one tenant; workers cache this between changes.
+
+        Version first, then the set: if a change lands in between, the cached version is the older
+        one, so the next admission's check fails and refreshes. Never a new version with old scopes."""
+        ver = await self.r.get(rk.budgets_version(tenant))
+        members = await self.r.smembers(rk.budgets_index(tenant))
         return int(ver or 0), frozenset(_s(m) for m in members)
 
     async def spent(self, scope: str, period: str = "total") -> float:
-        return from_nusd(await self.r.hget(rk.spend(scope), period_field(period)) or 0)
+        t = await self.tenant_of(scope)
+        return from_nusd(await self.r.hget(rk.spend(t, scope), period_field(period)) or 0)

@@ -12,8 +12,6 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-from redis.asyncio import Redis
-
 from . import redis_keys as rk
 from .models import BudgetPolicy, KeyInfo, Principal, from_nusd, to_nusd
 
@@ -40,7 +38,7 @@ def _decode(h: dict[Any, Any]) -> dict[str, str]:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Any):
         self.r = redis
 
     async def create(
@@ -73,8 +71,9 @@ class KeyStore:
             "max_cost_per_query": "" if max_cost_per_query is None else repr(float(max_cost_per_query)),
             "prefix": info.prefix,
         }
-        async with self.r.pipeline(transaction=True) as p:
-            p.hset(rk.apikey(sha), mapping=fields)
+        # Separate keys in separate Cluster slots, so no MULTI: the index entries go first and the
+        # hash that makes the key usable goes last, so a crash in between leaves no live, unlisted key.
+        async with self.r.pipeline(transaction=False) as p:
             p.set(rk.key_id(kid), sha)
             p.sadd(rk.keys_index(), kid)
             p.sadd(rk.tenants_index(), tenant)
@@ -82,7 +81,9 @@ class KeyStore:
         if budget_usd is not None:
             from .budgets import BudgetStore  # noqa: PLC0415 - avoid a cycle at import
 
-            await BudgetStore(self.r).set(BudgetPolicy(scope=rk.scope_key(kid), limit_usd=budget_usd, period=period))
+            await BudgetStore(self.r).set(BudgetPolicy(scope=rk.scope_key(kid), limit_usd=budget_usd, period=period),
+                                          tenant=tenant)
+        await self.r.hset(rk.apikey(sha), mapping=fields)
         return plaintext, info
 
     async def get(self, key_id: str) -> KeyInfo | None:
@@ -96,7 +97,10 @@ class KeyStore:
         kids = sorted(_s(k) for k in await self.r.smembers(rk.keys_index()))
         if not kids:
             return []
-        shas = await self.r.mget([rk.key_id(k) for k in kids])
+        async with self.r.pipeline(transaction=False) as p:  # not MGET: the keys span Cluster slots
+            for k in kids:
+                p.get(rk.key_id(k))
+            shas = await p.execute()
         async with self.r.pipeline(transaction=False) as p:
             for sha in shas:
                 p.hgetall(rk.apikey(_s(sha) or "-"))

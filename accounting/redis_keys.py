@@ -1,27 +1,37 @@
 """Every Redis key name Triage uses is built here, and nowhere else.
 
-Layout (``P`` = ``triage:``):
+Designed for Redis Cluster: every key one Lua script touches carries the same
+hash tag, the tenant (``{<tenant>}``), so admit/settle/release/feedback each run
+on one slot. A key belongs to exactly one tenant, so key scopes live in their
+tenant's slot too. Keys read one command at a time (API keys, global indexes)
+carry no tag. Cross-tenant views (``triage ledger report`` over all tenants,
+exports) are aggregated at read time from per-tenant keys, never by a script.
+
+Layout (``P`` = ``triage:``, ``T`` = ``triage:{<tenant>}:``):
 
 - ``P apikey:<sha256>``          hash: key_id, tenant, label, created_at, revoked, max_cost_per_query, prefix
 - ``P keyid:<key_id>``           string: the sha256 of that key (revoke/list by id)
 - ``P keys``                     set of key_ids
-- ``P tenant:<tenant>``          hash: store_prompts, max_cost_per_query (tenant settings)
 - ``P tenants``                  set of tenant names seen
-- ``P budget:<scope>``           hash: limit (nano-USD), period, mode, soft_pct  (a policy)
-- ``P budgets``                  set of scopes that have a policy
-- ``P budgets:ver``              integer bumped on every policy change (admit checks workers' cached view)
-- ``P spend:<scope>``            hash: ``d:YYYY-MM-DD`` / ``m:YYYY-MM`` / ``t`` settled spend, ``reserved`` in flight
-- ``P holds:<scope>``            zset: ``<request_id>|<nano-USD>`` scored by lease expiry (ms)
-- ``P ledger:<tenant>``          stream: one entry per request (field ``d`` = JSON)
-- ``P req:<request_id>``         hash: where a request's ledger entry lives + its quality (feedback)
-- ``P done:<request_id>``        string: settle idempotency marker
-- ``P session:<tenant>:<sha256>`` string: the tier a conversation (x-triage-session) is pinned to, with a TTL
-- ``P rollup:<tenant>:<day>``    hash: ``<tier>|<model>|<metric>`` and ``cx|<bucket>|<tier>|<metric>`` counters
+- ``T tenant``                   hash: store_prompts, max_cost_per_query (tenant settings)
+- ``T budget:<scope>``           hash: limit (nano-USD), period, mode, soft_pct  (a policy)
+- ``T budgets``                  set of this tenant's scopes that have a policy
+- ``T budgets:ver``              integer bumped on every change to this tenant's policies (admit checks it)
+- ``T spend:<scope>``            hash: ``d:YYYY-MM-DD`` / ``m:YYYY-MM`` / ``t`` settled spend, ``reserved`` in flight
+- ``T holds:<scope>``            zset: ``<request_id>|<nano-USD>`` scored by lease expiry (ms)
+- ``T ledger``                   stream: one entry per request (field ``d`` = JSON)
+- ``T ledger:cold``              hash: the cold-ledger compaction watermark and its pending batch
+- ``T req:<request_id>``         hash: where a request's ledger entry lives + its quality (feedback)
+- ``T done:<request_id>``        string: settle idempotency marker
+- ``T session:<sha256>``         string: the tier a conversation (x-triage-session) is pinned to, with a TTL
+- ``T rollup:<day>``             hash: ``<tier>|<model>|<metric>`` and ``cx|<bucket>|<tier>|<metric>`` counters
 - ``P alert:<kind>:<scope>:<period field>:<limit>`` string: set NX when a budget alert is sent, so one
                                  crossing alerts once across all workers; expires after the period
 
 Scopes are ``tenant:<t>`` / ``key:<key_id>``, optionally suffixed with
-``:tier:<tier>`` or ``:model:<model>``.
+``:tier:<tier>`` or ``:model:<model>``. A scope spanning tenants (an
+organisation over several tenants) would span slots; there is none, and
+``docs/scaling.md`` says how one would be handled.
 """
 
 from __future__ import annotations
@@ -43,53 +53,72 @@ def keys_index() -> str:
     return f"{PREFIX}keys"
 
 
+def tagged(tenant_name: str) -> str:
+    """The prefix every per-tenant key starts with: the tenant is the Cluster hash tag."""
+    return f"{PREFIX}{{{tenant_name}}}:"
+
+
 def tenant(name: str) -> str:
-    return f"{PREFIX}tenant:{name}"
+    return f"{tagged(name)}tenant"
 
 
 def tenants_index() -> str:
     return f"{PREFIX}tenants"
 
 
-def budget(scope: str) -> str:
-    return f"{PREFIX}budget:{scope}"
+def budget(tenant_name: str, scope: str) -> str:
+    return f"{tagged(tenant_name)}budget:{scope}"
 
 
-def budgets_index() -> str:
-    return f"{PREFIX}budgets"
+def budgets_index(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}budgets"
 
 
-def budgets_version() -> str:
-    return f"{PREFIX}budgets:ver"
+def budgets_version(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}budgets:ver"
 
 
-def spend(scope: str) -> str:
-    return f"{PREFIX}spend:{scope}"
+def spend(tenant_name: str, scope: str) -> str:
+    return f"{tagged(tenant_name)}spend:{scope}"
 
 
-def holds(scope: str) -> str:
-    return f"{PREFIX}holds:{scope}"
+def holds(tenant_name: str, scope: str) -> str:
+    return f"{tagged(tenant_name)}holds:{scope}"
 
 
 def ledger(tenant_name: str) -> str:
-    return f"{PREFIX}ledger:{tenant_name}"
+    return f"{tagged(tenant_name)}ledger"
+
+
+def ledger_cold(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}ledger:cold"
+
+
+def ledger_pattern() -> str:
+    """SCAN pattern matching every tenant's ledger stream."""
+    return f"{PREFIX}{{*}}:ledger"
+
+
+def tenant_of_key(key: str) -> str:
+    """The tenant whose hash tag a per-tenant key carries (inverse of ``tagged``)."""
+    return key[len(PREFIX) + 1:key.rindex("}:")]
 
 
 def session(tenant_name: str, session_id: str) -> str:
     # hashed: the id is client-chosen, so its length and bytes are not ours to trust in a key name
-    return f"{PREFIX}session:{tenant_name}:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
+    return f"{tagged(tenant_name)}session:{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
 
 
-def request(request_id: str) -> str:
-    return f"{PREFIX}req:{request_id}"
+def request(tenant_name: str, request_id: str) -> str:
+    return f"{tagged(tenant_name)}req:{request_id}"
 
 
-def done(request_id: str) -> str:
-    return f"{PREFIX}done:{request_id}"
+def done(tenant_name: str, request_id: str) -> str:
+    return f"{tagged(tenant_name)}done:{request_id}"
 
 
 def rollup(tenant_name: str, day: str) -> str:
-    return f"{PREFIX}rollup:{tenant_name}:{day}"
+    return f"{tagged(tenant_name)}rollup:{day}"
 
 
 def alert_sent(kind: str, scope: str, period_field: str, limit_nusd: int) -> str:
@@ -98,6 +127,11 @@ def alert_sent(kind: str, scope: str, period_field: str, limit_nusd: int) -> str
 
 
 # scope names (not keys, but they become part of keys; built here for one spelling)
+
+
+def scope_tenant_name(scope: str) -> str | None:
+    """The tenant a ``tenant:`` scope names; None for ``key:`` scopes (their tenant is the key's)."""
+    return scope.split(":", 2)[1] if scope.startswith("tenant:") else None
 
 
 def scope_tenant(t: str) -> str:

@@ -50,10 +50,12 @@ class EmbeddedRedis:
     running proxy's server from the same state directory.
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, persist: bool = True, port: int | None = None):
+    def __init__(self, state_dir: str | os.PathLike[str], *, persist: bool = True, port: int | None = None,
+                 extra_args: list[str] | None = None):
         self.state_dir = Path(state_dir).resolve()  # redis-server chdirs into --dir
         self.persist = persist
         self.port = port or _free_port()
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +79,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", str(self.state_dir / "redis.log"),
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

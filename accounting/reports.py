@@ -119,9 +119,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def tenants(redis: Redis) -> list[str]:
     names = {_s(t) for t in await redis.smembers(rk.tenants_index())}
-    prefix = rk.ledger("")
-    async for k in redis.scan_iter(match=rk.ledger("*"), count=500):
-        names.add(_s(k)[len(prefix):])
+    async for k in redis.scan_iter(match=rk.ledger_pattern(), count=500):  # every master, on Cluster
+        names.add(rk.tenant_of_key(_s(k)))
     return sorted(names)
 
 
@@ -140,7 +139,7 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
             recs = [orjson.loads(fields[b"d"] if b"d" in fields else fields["d"]) for _, fields in entries]
             async with redis.pipeline(transaction=False) as p:
                 for r in recs:
-                    p.hmget(rk.request(r["request_id"]), "q", "comment")
+                    p.hmget(rk.request(t, r["request_id"]), "q", "comment")
                 qs = await p.execute()
             for r, (q, comment) in zip(recs, qs):
                 out.append(_flatten(r, q, comment))
@@ -216,7 +215,8 @@ async def usage(redis: Redis, tenant: str, key_id: str | None = None, since: str
     if key_id:
         budgets += await store.show(rk.scope_key(key_id))
     scope = rk.scope_tenant(tenant)
-    spend = {p: from_nusd(await redis.hget(rk.spend(scope), period_field(p)) or 0) for p in ("day", "month", "total")}
+    spend = {p: from_nusd(await redis.hget(rk.spend(tenant, scope), period_field(p)) or 0)
+             for p in ("day", "month", "total")}
     rows = await report(redis, tenant, since, "tier")
     return {"tenant": tenant, "key_id": key_id, "spend_usd": spend, "budgets": budgets,
             "since": since, "by_tier": rows, "totals": totals(rows)}

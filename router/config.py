@@ -160,6 +160,11 @@ class TriageConfig(BaseModel):
     model_list: list[ModelEntry] = Field(min_length=1)
     tiers: TiersField
     redis_url: str | None = None
+    # Alternatives to a redis+sentinel:// / redis+cluster:// URL: a list of host:port and, for Sentinel,
+    # the master's service name. Turned into that URL at load, so one code path serves all of them.
+    redis_sentinels: list[str] | None = None
+    redis_sentinel_service: str | None = None
+    redis_cluster_nodes: list[str] | None = None
     master_key: str | None = Field(default=None, repr=False)
     policy: PolicySpec = Field(default_factory=PolicySpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
@@ -173,6 +178,25 @@ class TriageConfig(BaseModel):
         if "fast" not in v:
             raise ValueError("a 'fast' tier is required: it is the floor every query can fall back to")
         return v
+
+    @model_validator(mode="after")
+    def _redis_topology(self) -> "TriageConfig":
+        from accounting.redis_client import cluster_url, parse_redis_url, sentinel_url  # noqa: PLC0415
+
+        if self.redis_sentinels and self.redis_cluster_nodes:
+            raise ValueError("give redis_sentinels or redis_cluster_nodes, not both")
+        if self.redis_sentinels:
+            if not self.redis_sentinel_service:
+                raise ValueError("redis_sentinels needs redis_sentinel_service (the master's name)")
+            self.redis_url = sentinel_url(self.redis_sentinels, self.redis_sentinel_service)
+        elif self.redis_cluster_nodes:
+            self.redis_url = cluster_url(self.redis_cluster_nodes)
+        if self.redis_url:
+            try:
+                parse_redis_url(self.redis_url)
+            except ValueError as e:
+                raise ValueError(f"redis_url: {e}") from None
+        return self
 
     @model_validator(mode="after")
     def _tiers_reference_models(self) -> "TriageConfig":

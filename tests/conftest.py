@@ -40,3 +40,21 @@ def shared_data() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"public training data not found at {DATA_DIR}")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real 3-master Redis Cluster (same redis-server binary, --cluster-enabled yes)."""
+    from accounting.redis_cluster import EmbeddedCluster
+
+    cl = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3, persist=False)
+    with cl:
+        yield cl
+
+
+@pytest.fixture()
+def redis_cluster_url(redis_cluster_server) -> str:
+    for n in redis_cluster_server.masters():
+        with redis_cluster_server.client(n.port) as c:
+            c.flushall()
+    return redis_cluster_server.url

@@ -42,6 +42,12 @@ def resolve_redis_url(redis_url: str | None, config: Path | None = None, state_d
 
         raw = yaml.safe_load(Path(config).read_text()) or {}
         url = raw.get("redis_url")
+        from accounting.redis_client import cluster_url, sentinel_url  # noqa: PLC0415
+
+        if raw.get("redis_cluster_nodes"):
+            url = cluster_url(raw["redis_cluster_nodes"])
+        elif raw.get("redis_sentinels") and raw.get("redis_sentinel_service"):
+            url = sentinel_url(raw["redis_sentinels"], raw["redis_sentinel_service"])
         if isinstance(url, str) and url.startswith("os.environ/"):
             url = os.environ.get(url.split("/", 1)[1])
         if url:
@@ -57,14 +63,18 @@ def resolve_redis_url(redis_url: str | None, config: Path | None = None, state_d
 
 
 def _run(url: str, fn: Any) -> Any:
-    from redis.asyncio import Redis  # noqa: PLC0415
+    from accounting.redis_client import close_client, make_client  # noqa: PLC0415
 
     async def main() -> Any:
-        r = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            r = make_client(url, socket_timeout_s=5, connect_timeout_s=2, max_connections=8, retries=1)
+        except ValueError as e:
+            err.print(f"[red]Bad Redis URL:[/] {e}")
+            raise typer.Exit(2) from None
         try:
             return await fn(r)
         finally:
-            await r.aclose()
+            await close_client(r)
 
     try:
         return asyncio.run(main())

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from accounting import Accountant, BudgetPolicy, Principal
-from accounting import redis_keys, reports
+from accounting import reports
 from accounting.budgets import build_scope
 from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
@@ -231,8 +231,10 @@ async def feedback(request: Request) -> Response:
     acct = _accountant(request)
     tenant = p.tenant if p else None
     if tenant is None:  # master key: rate on behalf of whichever tenant owns the request
-        owner = await acct.redis.hget(redis_keys.request(body.request_id), "tenant")
-        tenant = owner.decode() if owner else "-"
+        try:
+            tenant = await acct.owner_of(body.request_id) or "-"
+        except AccountingUnavailable:
+            raise unavailable("Ledger unavailable; try again shortly.", "accounting_unavailable") from None
     try:
         ok = await acct.feedback(tenant, body.request_id, body.score, body.comment, thumbs=body.thumbs)
     except TenantMismatch:

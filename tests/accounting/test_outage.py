@@ -9,6 +9,7 @@ import orjson
 import pytest
 import redis
 
+from accounting import redis_keys as rk
 from accounting import (
     Accountant, AccountingSettings, AccountingUnavailable, BudgetExceeded, LedgerRecord, PlanEstimate,
 )
@@ -72,12 +73,12 @@ async def test_redis_killed_mid_load_ledger_equals_served(tmp_path, prices):
     assert acct.spool.pending() == 0
     r = redis.Redis.from_url(srv.url)
     try:
-        entries = r.xrange("triage:ledger:load")
+        entries = r.xrange(rk.ledger("load"))
         ids = [orjson.loads(f[b"d"])["request_id"] for _, f in entries]
         assert len(ids) == len(set(ids)) == served  # none lost, none doubled
-        spent = int(r.hget(f"triage:spend:key:{info.key_id}", "t"))
+        spent = int(r.hget(rk.spend("load", rk.scope_key(info.key_id)), "t"))
         assert spent == served * round(COST * 1e9)
-        assert int(r.hget(f"triage:spend:key:{info.key_id}", "reserved") or 0) == 0
+        assert int(r.hget(rk.spend("load", rk.scope_key(info.key_id)), "reserved") or 0) == 0
     finally:
         r.close()
         await acct.close()
@@ -115,8 +116,8 @@ async def test_replay_is_idempotent(acct, redis_url):
     acct.spool.append({"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]})
     assert await acct.replay_spool() == 1
     r = redis.Redis.from_url(redis_url)
-    assert r.xlen("triage:ledger:idem") == 1
-    assert int(r.hget("triage:spend:tenant:idem", "t")) == 2_000_000
+    assert r.xlen(rk.ledger("idem")) == 1
+    assert int(r.hget(rk.spend("idem", "tenant:idem"), "t")) == 2_000_000
     r.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounting import redis_keys as rk
 from accounting import BudgetExceeded, BudgetPolicy, LedgerRecord, PlanEstimate
 
 PLANS = [PlanEstimate(tier="deliberate", model="big", estimate_usd=0.5),
@@ -131,5 +132,5 @@ async def test_model_scopes_charged_per_call_model(acct):
     assert st["reserved_usd"] == 0
     import orjson
 
-    d = orjson.loads((await acct.redis.xrange("triage:ledger:t"))[0][1][b"d"])
+    d = orjson.loads((await acct.redis.xrange(rk.ledger("t")))[0][1][b"d"])
     assert d["decision"]["signals"] == ["x"]

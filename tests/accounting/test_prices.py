@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounting import redis_keys as rk
 from accounting import LedgerRecord, PlanEstimate, PriceBook, PriceSpec, UpstreamCall, Usage
 
 
@@ -73,7 +74,7 @@ async def _spend(acct, rid, calls, **kw):
     adm = await acct.admit(p, rid, [PlanEstimate(tier=kw.get("tier", "fast"), model=calls[-1].model, estimate_usd=1.0)])
     rec = LedgerRecord(request_id=rid, key_id=p.key_id, tenant=p.tenant, calls=calls, **kw)
     assert await acct.settle(adm, rec)
-    rows = await acct.redis.xrange("triage:ledger:fx")
+    rows = await acct.redis.xrange(rk.ledger("fx"))
     import orjson
 
     d = orjson.loads(rows[-1][1][b"d"])

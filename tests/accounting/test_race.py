@@ -9,6 +9,7 @@ import orjson
 import pytest
 import redis
 
+from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, BudgetExceeded, LedgerRecord, PlanEstimate, PriceBook, PriceSpec
 
 PER_PROC = 125
@@ -63,12 +64,12 @@ async def test_budget_race_across_processes(redis_url, acct, tmp_path):
     assert admitted == 100
 
     r = redis.Redis.from_url(redis_url)
-    entries = r.xrange("triage:ledger:race")
+    entries = r.xrange(rk.ledger("race"))
     assert len(entries) == 100
     total_nusd = sum(round(orjson.loads(f[b"d"])["cost_usd"] * 1e9) for _, f in entries)
     assert total_nusd == 1_000_000_000  # exactly $1.00
-    spend = r.hgetall(f"triage:spend:key:{info.key_id}")
+    spend = r.hgetall(rk.spend("race", rk.scope_key(info.key_id)))
     assert int(spend[b"t"]) == 1_000_000_000
     assert int(spend[b"reserved"]) == 0
-    assert r.zcard(f"triage:holds:key:{info.key_id}") == 0
+    assert r.zcard(rk.holds("race", rk.scope_key(info.key_id))) == 0
     r.close()

@@ -166,4 +166,21 @@ def test_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path(__file__).resolve().parents[2] / "deploy" / "triage.example.yaml"
     snap = Snapshot.build(TriageConfig.load(path))
     assert snap.deployments["claude"][0].provider == "litellm"
-    assert snap.deployments["local-llama"][0].provider == "openai"
+    assert snap.deployments["small"][0].provider == "openai"
+
+
+def test_redis_topology_lists_become_one_url(tmp_path):
+    from router.config import ConfigError, TriageConfig
+
+    base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_base": "http://x/v1"},
+                            "model_info": {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}}],
+            "tiers": {"fast": {"models": ["m"]}}}
+    c = TriageConfig.from_mapping({**base, "redis_sentinels": ["s1:26379", "s2:26379"],
+                                   "redis_sentinel_service": "mymaster"}, "t")
+    assert c.redis_url == "redis+sentinel://s1:26379,s2:26379/mymaster/0"
+    c = TriageConfig.from_mapping({**base, "redis_cluster_nodes": ["a:7000", "b:7001"]}, "t")
+    assert c.redis_url == "redis+cluster://a:7000,b:7001"
+    with pytest.raises(ConfigError, match="redis_sentinel_service"):
+        TriageConfig.from_mapping({**base, "redis_sentinels": ["s1:26379"]}, "t")
+    with pytest.raises(ConfigError, match="unsupported Redis URL scheme"):
+        TriageConfig.from_mapping({**base, "redis_url": "http://nope"}, "t")

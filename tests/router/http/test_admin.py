@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from accounting.ids import new_request_id
+from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, PriceBook, PriceSpec, Usage
 from router.http.admin import admin_router
 from router.http.errors import ProxyError
@@ -153,5 +154,5 @@ async def test_prompt_dropped_without_opt_in(env):
     await _serve(acct, k, "p1", prompt="secret text")
     r = await c.get("/admin/ledger/export?tenant=private", headers=H(MASTER))
     assert orjson.loads(r.content.splitlines()[0])["prompt"] is None
-    raw = b"".join(f[b"d"] for _, f in await acct.redis.xrange("triage:ledger:private"))
+    raw = b"".join(f[b"d"] for _, f in await acct.redis.xrange(rk.ledger("private")))
     assert b"secret text" not in raw
