@@ -15,6 +15,7 @@ from redis.crc import key_slot
 
 from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, reports
+from accounting.ids import new_request_id
 from accounting.models import BudgetPolicy
 from accounting.redis_client import parse_redis_url
 from tests.accounting.test_race import PER_PROC, PROCS, _worker
@@ -56,6 +57,7 @@ async def test_cluster_ledger_budgets_reports_across_masters(cacct, redis_cluste
     masters = {redis_cluster_server.master_for(rk.ledger(t)).port for t in tenants}
     assert len(masters) >= 2, "tenants should spread over several masters"
     keys = {}
+    rid = {(t, i): new_request_id() for t in tenants for i in range(6)}
     for t in tenants:
         plain, info = await cacct.keys.create(t, budget_usd=0.05, period="day")
         await cacct.budgets.set(BudgetPolicy(scope=rk.scope_tenant(t), limit_usd=1.0, period="month"))
@@ -63,26 +65,26 @@ async def test_cluster_ledger_budgets_reports_across_masters(cacct, redis_cluste
     for t, p in keys.items():
         for i in range(6):  # the sixth is over the key's $0.05
             try:
-                adm = await cacct.admit(p, f"{t}-{i}", PLAN)
+                adm = await cacct.admit(p, rid[t, i], PLAN)
             except Exception as e:  # noqa: BLE001
                 assert i == 5 and type(e).__name__ == "BudgetExceeded"
                 continue
-            rec = LedgerRecord(request_id=f"{t}-{i}", key_id=p.key_id, tenant=t, tier="fast", model="fast",
+            rec = LedgerRecord(request_id=rid[t, i], key_id=p.key_id, tenant=t, tier="fast", model="fast",
                                cost_usd=0.01)
             assert await cacct.settle(adm, rec)
-        assert await cacct.feedback(p, f"{t}-0", score=0.5)
+        assert await cacct.feedback(p, rid[t, 0], score=0.5)
     for t in tenants:
         rows = await reports.report(cacct.redis, t, "1d", "tier")
         assert rows[0]["requests"] == 5 and rows[0]["rated"] == 1
         assert abs(rows[0]["cost_usd"] - 0.05) < 1e-12
     exported = await reports.export_rows(cacct.redis)
-    assert sorted(r["request_id"] for r in exported) == sorted(f"{t}-{i}" for t in tenants for i in range(5))
+    assert sorted(r["request_id"] for r in exported) == sorted(rid[t, i] for t in tenants for i in range(5))
     assert sum(1 for r in exported if r["quality"] == 0.5) == len(tenants)
     assert sorted(await reports.tenants(cacct.redis)) == tenants
     shown = await cacct.budgets.show()
     assert len(shown) == 2 * len(tenants)
     assert len(await cacct.keys.list()) == len(tenants)
-    assert await cacct.owner_of("t3-1") == "t3"
+    assert await cacct.owner_of(rid["t3", 1]) == "t3"
     usage = await reports.usage(cacct.redis, "t2", keys["t2"].key_id)
     assert abs(usage["spend_usd"]["day"] - 0.05) < 1e-12 and len(usage["budgets"]) == 2
 

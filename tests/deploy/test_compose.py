@@ -28,8 +28,8 @@ def test_compose_config_targets_only_its_own_services(monkeypatch):
     services = set(_compose()["services"])
     path = _mounted_config()
     env = _compose()["services"]["triage"]["environment"]
-    for k in env:
-        monkeypatch.setenv(k, "x")
+    for k, v in env.items():  # literal values as compose sets them; ${...} ones stand in for the user's
+        monkeypatch.setenv(k, "x" if "${" in v else v)
     cfg = TriageConfig.load(path)
     for m in cfg.model_list:
         base = m.litellm_params.api_base
