@@ -195,7 +195,13 @@ def _match(row: dict[str, Any], k: str, v: str) -> bool:
 
 async def request_detail(redis: Redis, request_id: str, tenants: list[str] | None) -> dict[str, Any] | None:
     """One ledger entry in full plus its feedback; None if unknown or not in ``tenants`` (None = any)."""
-    idx = {_s(k): _s(v) for k, v in (await redis.hgetall(rk.request(request_id))).items()}
+    # The request index lives in its tenant's slot, so look where the caller may see (None = any tenant).
+    names = tenants if tenants is not None else sorted(_s(t) for t in await redis.smembers(rk.tenants_index()))
+    idx: dict[str, str] = {}
+    for t in names:
+        idx = {_s(k): _s(v) for k, v in (await redis.hgetall(rk.request(t, request_id))).items()}
+        if idx:
+            break
     if not idx or (tenants is not None and idx.get("tenant") not in tenants):
         return None
     entries = await redis.xrange(rk.ledger(idx["tenant"]), min=idx["sid"], max=idx["sid"], count=1)
@@ -300,7 +306,7 @@ async def spend_now(redis: Redis, tenants: list[str], now: datetime | None = Non
     fields = [period_field(p, now) for p in ("day", "month", "total")]
     async with redis.pipeline(transaction=False) as p:
         for t in tenants:
-            p.hmget(rk.spend(rk.scope_tenant(t)), *fields)
+            p.hmget(rk.spend(t, rk.scope_tenant(t)), *fields)
         got = await p.execute()
     sums = [sum(int(float(_s(v))) for v in col if v is not None) for col in zip(*got)] if got else [0, 0, 0]
     return {"day": from_nusd(sums[0]), "month": from_nusd(sums[1]), "total": from_nusd(sums[2])}
