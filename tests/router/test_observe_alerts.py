@@ -110,7 +110,7 @@ async def test_one_alert_per_crossing_across_workers(redis_url: str, receiver: R
 
     r = Redis.from_url(redis_url)
     await BudgetStore(r).set(BudgetPolicy(scope="tenant:t1", limit_usd=1.0, period="month", mode="hard", soft_pct=50))
-    await r.hset(rk.spend("tenant:t1"), f"m:{datetime.now(timezone.utc):%Y-%m}", str(600_000_000))  # $0.60
+    await r.hset(rk.spend("t1", "tenant:t1"), f"m:{datetime.now(timezone.utc):%Y-%m}", str(600_000_000))  # $0.60
     spec = AlertsSpec(webhook_url=receiver.url, projection=False, format="slack")
     workers = [BudgetAlerts(spec, Redis.from_url(redis_url)) for _ in range(4)]
     for w in workers:
@@ -121,7 +121,7 @@ async def test_one_alert_per_crossing_across_workers(redis_url: str, receiver: R
         got = receiver.wait_for(lambda g: len(g) >= 1)
         assert len(got) == 1 and "soft limit" in got[0]["text"] and got[0]["blocks"][0]["type"] == "section"
         # a failed delivery re-arms: the next check sends it
-        await r.hset(rk.spend("tenant:t1"), f"m:{datetime.now(timezone.utc):%Y-%m}", str(1_000_000_000))
+        await r.hset(rk.spend("t1", "tenant:t1"), f"m:{datetime.now(timezone.utc):%Y-%m}", str(1_000_000_000))
         receiver.fail_next = 1
         assert await workers[0].check() == []
         again = await workers[1].check()
