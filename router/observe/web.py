@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from accounting import reports, review
 from accounting.budgets import BudgetStore
 from accounting.models import AccountingUnavailable
+from router.config import TIERS
 from router.http.auth import bearer_token, is_master
 from router.http.errors import ProxyError, bad_request, forbidden, not_found, unauthorized, unavailable
 
@@ -106,7 +107,7 @@ async def session(request: Request) -> Response:
     return _json({
         "role": "master" if v.master else "tenant", "tenant": v.tenant, "key_id": v.key_id,
         "tenants": await v.tenants(request),
-        "tiers": list(st.snapshot.config.tiers), "top_tier": st.snapshot.top_tier,
+        "tiers": [t for t in TIERS if t in st.snapshot.config.tiers], "top_tier": st.snapshot.top_tier,
         "classifier": classifier_info(clf),
         "metrics": st.obs is not None and st.obs.metrics is not None,
     })

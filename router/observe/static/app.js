@@ -6,6 +6,7 @@
   const KEY = "triage.key";
   let me = null;
   let tenant = "";
+  let renders = 0;
 
   function esc(s) {
     return String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -13,10 +14,11 @@
   function usd(v) {
     if (v == null) return "—";
     const a = Math.abs(v);
+    if (a > 0 && a < 1e-6) return (v < 0 ? "-$" : "$") + a.toPrecision(2);
     const d = a === 0 ? 2 : a < 0.01 ? 6 : a < 1 ? 4 : 2;
     return (v < 0 ? "-$" : "$") + a.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
   }
-  const usdAxis = (v) => (v >= 100 ? "$" + v.toFixed(0) : v >= 1 ? "$" + v.toFixed(2) : "$" + v.toPrecision(2));
+  const usdAxis = (v) => (v === 0 ? "$0" : v >= 100 ? "$" + Math.round(v).toLocaleString("en-US") : "$" + +v.toPrecision(3));
   const pct = (v) => (v == null ? "—" : v.toFixed(1) + "%");
   const num = (v) => (v == null ? "—" : Number(v).toLocaleString("en-US"));
   const when = (ts) => (ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "—");
@@ -73,13 +75,17 @@
 
   function route() {
     if (!me) return;
-    const parts = (location.hash.replace(/^#\/?/, "") || "overview").split("/");
+    const parts = (location.hash.replace(/^#\/?/, "").split("?")[0] || "overview").split("/");
     const page = parts[0];
     document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page));
     const main = $("#main");
+    const n = (renders += 1);
+    main.dataset.ready = "0";
     main.innerHTML = '<div class="loading muted">Loading…</div>';
     const fn = PAGES[page] || PAGES.overview;
-    fn(main, parts.slice(1)).catch((e) => { main.innerHTML = `<div class="notice bad">${esc(e.message)}</div>`; });
+    // data-render/data-ready let tests (and people with slow links) tell a finished page from the previous one
+    const done = () => { if (n === renders) { main.dataset.render = String(n); main.dataset.ready = "1"; } };
+    fn(main, parts.slice(1)).then(done, (e) => { main.innerHTML = `<div class="notice bad">${esc(e.message)}</div>`; done(); });
   }
 
   function table(cols, rows, opts) {
@@ -150,6 +156,8 @@
       { "data-kpi": "refusals", "data-n": o.refusals.total });
 
     const g = div(main, "grid2");
+    const order = (t) => { const i = me.tiers.indexOf(t); return i < 0 ? 99 : i; };
+    o.by_tier.sort((a, b) => order(a.tier) - order(b.tier));
     const c1 = card(g, "Requests by tier");
     const ch1 = div(c1);
     Charts.hbars(ch1, { items: o.by_tier.map((r) => ({ name: r.tier, value: r.requests })), format: num });
@@ -289,7 +297,7 @@
     const c2 = card(g, "Decision");
     c2.innerHTML += `<div class="kv"><div>Complexity</div><div>${r.complexity == null ? "—" : r.complexity.toFixed(3)}</div>
       <div>Reason</div><div>${esc(r.reason)}</div><div>Cost cap</div><div>${dec.cap_usd == null ? "none" : usd(dec.cap_usd)}</div>
-      <div>Knobs</div><div class="mono">${esc(JSON.stringify(dec.knobs || {}))}</div></div>`;
+      <div>Knobs</div><div>${Object.entries(dec.knobs || {}).map(([k, v]) => `<span class="knob">${esc(k)} ${esc(typeof v === "number" && !Number.isInteger(v) ? +v.toPrecision(4) : v)}</span>`).join("")}</div></div>`;
     c2.appendChild(table([{ key: "tier", label: "Plan tier" }, { key: "model", label: "Model" }, { key: "estimate_usd", label: "Estimate", num: true, fmt: usd },
       { label: "", html: (p) => (p.i === dec.admitted_index ? '<span class="pill ok">admitted</span>' : "") }],
     (dec.candidates || []).map((p, i) => Object.assign({ i }, p))));

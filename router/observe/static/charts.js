@@ -15,12 +15,22 @@
     return n;
   }
 
-  function niceMax(v) {
-    if (!(v > 0)) return 1;
+  function niceStep(v) {
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v * (1 - 1e-9)) return m * p;
     return 10 * p;
   }
+  /** Axis top and tick count: round steps (1, 2, 2.5, 5 x 10^n) with the least headroom. */
+  function scale(v) {
+    if (!(v > 0)) return { max: 1, ticks: 4 };
+    let best = null;
+    for (const t of [4, 5, 6]) {
+      const max = niceStep(v / t) * t;
+      if (!best || max < best.max - 1e-12) best = { max, ticks: t };
+    }
+    return best;
+  }
+  function niceMax(v) { return scale(v).max; }
 
   function tip(node, text) {
     node.setAttribute("data-tip", text);
@@ -45,11 +55,12 @@
   function yAxis(f, max, fmt) {
     const g = el("g", { class: "grid" }, f.svg);
     const ih = f.height - f.m.t - f.m.b;
-    for (let i = 0; i <= 4; i++) {
-      const y = f.m.t + ih - (ih * i) / 4;
+    const n = scale(max).ticks;
+    for (let i = 0; i <= n; i++) {
+      const y = f.m.t + ih - (ih * i) / n;
       el("line", { x1: f.m.l, x2: f.width - f.m.r, y1: y, y2: y }, g);
       const t = el("text", { x: f.m.l - 6, y: y + 4, "text-anchor": "end" }, g);
-      t.textContent = fmt((max * i) / 4);
+      t.textContent = fmt((max * i) / n);
     }
   }
 
@@ -168,7 +179,7 @@
   /** 100%-stacked horizontal bars: one row per group, segments per key (tier mix per complexity). */
   function mix(container, o) {
     if (!o.rows.length) { container.innerHTML = '<div class="empty">No data yet.</div>'; return; }
-    const rowH = 26, height = o.rows.length * rowH + 34;
+    const rowH = 26, height = o.rows.length * rowH + 8;
     const f = frame(container, height);
     const lw = 70, iw = f.width - lw - 20;
     let n = 0;
