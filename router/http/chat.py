@@ -349,5 +349,6 @@ class _Meta:
                 "knobs": self.plan.knobs(),
                 "candidates": [{"tier": p.tier, "model": p.primary_model, "estimate_usd": p.estimate_usd} for p in d.plans],
                 "rejected": d.rejected, "admitted_index": self.adm.plan_index,
+                **({"outcome": ctx.outcome} if ctx.outcome else {}),
             },
         )

@@ -97,6 +97,8 @@ class ExecContext:
     calls: list["UpstreamCall"] = field(default_factory=list)
     want_transcript: bool = False
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    # What the tier observed while answering (deliberation agreement, cascade escalation), for the ledger.
+    outcome: dict[str, Any] = field(default_factory=dict)
 
     def spent_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls)

@@ -24,6 +24,7 @@ NATIVE_THINK = {"low": 1024, "medium": 4096, "high": 16384}
 ANSWER_FRAME_TOKENS = 16    # per agent answer quoted into a debate/aggregator prompt
 PROMPT_FRAME_TOKENS = 160   # instructions wrapped around the quoted answers
 PICK_TOKENS = 16            # an aggregator that picks a candidate replies with its number
+AGENT_ROLE_TOKENS = 64      # bound on the perspective message each deliberation agent gets after the shared prefix
 
 
 def rate(prices: PriceBook, model: str) -> Rate:
@@ -67,11 +68,12 @@ def aggregator_max_tokens(answer: int, debate: bool, native: bool) -> int:
 
 def deliberation_cost(agent_rates: list[Rate], agg_rates: list[Rate], prompt: int, agents: int, rounds: int,
                       agent_max: int, agg_max: int | None) -> float:
-    """Round 1 at the client's prompt, later rounds with every answer quoted, then the aggregator."""
+    """Round 1 at the client's prompt, later rounds with every answer quoted, then the aggregator.
+    Agents' prompts also carry their perspective message (AGENT_ROLE_TOKENS); the aggregator's do not."""
     q = quoted_tokens(agents, agent_max)
-    cost = agents * chain_cost(agent_rates, prompt, agent_max)
+    cost = agents * chain_cost(agent_rates, prompt + AGENT_ROLE_TOKENS, agent_max)
     if rounds > 1:
-        cost += (rounds - 1) * agents * chain_cost(agent_rates, prompt + q, agent_max)
+        cost += (rounds - 1) * agents * chain_cost(agent_rates, prompt + q + AGENT_ROLE_TOKENS, agent_max)
     if agg_max is not None:
         cost += chain_cost(agg_rates, prompt + q, agg_max)
     return cost

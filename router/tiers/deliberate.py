@@ -7,11 +7,20 @@ vote   self-consistency: a strict majority of normalised final answers wins
 debate R rounds; from round 2 every agent sees every agent's previous answer,
        then the aggregator synthesises the final answer.
 
-Prompt layout is cache-first: every agent of a round gets byte-identical
-messages (the client's conversation, then one block with all answers in agent
-order, then a fixed instruction), and the aggregator's prompt shares that
-prefix, so providers' prompt caches hit; cached tokens are billed at the
-cached rate through the ledger.
+Diversity: identical agents on a deterministic upstream (or temperature 0)
+vote unanimously and cost N times for nothing. Agent 1 answers exactly as the
+client asked; every other agent gets its own seed, a temperature spread and a
+distinct perspective (`votes.agent_variation`).
+
+Prompt layout is cache-first: every agent of a round shares the same prefix
+(the client's conversation, then one block with all answers in agent order,
+then a fixed instruction); only the agent's perspective message comes after
+it, and the aggregator's prompt is that shared prefix, so providers' prompt
+caches hit; cached tokens are billed at the cached rate through the ledger.
+
+Agreement: the share of agents whose final answer (`answer_key`) matches the
+plurality, per round, goes to the transcript and to the ledger
+(`decision.outcome`).
 
 Budget: each agent call gets its own allowance (its worst case), the
 aggregator's worst case is held back from the start, and a debate round only
@@ -33,8 +42,8 @@ from router.tiers import cost
 from router.tiers.base import ExecContext, Plan, TierConfig
 from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
 from router.tiers.table import Knobs, RateInfo, TierTable, clamp_effort, effort_setup
-from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, answer_key,
-                                answers_block, tally)
+from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, agent_variation,
+                                agreement, answer_key, answers_block, tally)
 from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_case
 from router.upstream.errors import UpstreamError
 
@@ -129,6 +138,7 @@ class _Run:
         self.body = base_body(ctx)
         self.messages: list[dict[str, Any]] = self.body["messages"]
         self.p0 = prompt_bound(ctx, self.messages, plan.prompt_tokens)
+        self.p_agent = self.p0 + cost.AGENT_ROLE_TOKENS      # the shared prefix plus the agent's perspective
         pool = plan.fallbacks or list(dict.fromkeys(plan.models))
         self.chains = [[m, *[f for f in pool if f != m]] for m in plan.models]
         agg = plan.aggregator
@@ -136,7 +146,10 @@ class _Run:
         agg_native = bool(agg and any(d.supports_reasoning for d in ctx.deployments.get(agg, ())))
         out = plan.answer_tokens or plan.max_tokens
         self.agg_max = cost.aggregator_max_tokens(out, plan.strategy == "debate", agg_native)
+        native = any(d.supports_reasoning for m in pool + list(plan.models) for d in ctx.deployments.get(m, ()))
+        self.variation = [agent_variation(i, self.body, native) for i in range(len(plan.models))]
         self.answers: list[_Answer] = []
+        self.agreement: list[float] = []     # per round
         self.rounds_run = 0
         self.stopped_early = False
         self.agg_failed = False  # a failed synthesis is not retried as a pick
@@ -159,13 +172,14 @@ class _Run:
     # -------------------------------------------------------------- agents
 
     async def _round(self, r: int, messages: list[dict[str, Any]], prompt: int, agents: list[int]) -> list[_Answer]:
-        body = dict(self.body)
-        body["messages"] = messages
         plan = self.plan
 
         async def one(i: int) -> _Answer:
             step = Step()
             chain = self.chains[i]
+            params, tail = self.variation[i]
+            # `prompt` includes AGENT_ROLE_TOKENS, so the bound holds for every agent's tail.
+            body = {**self.body, **params, "messages": [*messages, *tail]}
             resp = await complete_chain(self.ctx, chain, body, max_tokens=plan.max_tokens, prompt=prompt,
                                         allowance=self.worst(chain, prompt, plan.max_tokens),
                                         effort=plan.reasoning_effort, step=step)
@@ -195,17 +209,18 @@ class _Run:
         agents: list[int] = []
         room = remaining(ctx) - reserve
         for i, chain in enumerate(self.chains):
-            w = self.worst(chain, self.p0, plan.max_tokens)
+            w = self.worst(chain, self.p_agent, plan.max_tokens)
             if w <= room + 1e-12:
                 agents.append(i)
                 room -= w
         if not agents:
             raise budget_exceeded("The reserved budget cannot pay for a single deliberation agent.")
-        self.answers = await self._round(1, self.messages, self.p0, agents)
+        self.answers = await self._round(1, self.messages, self.p_agent, agents)
         self.rounds_run = 1
+        self.agreement.append(agreement([a.content for a in self.answers]))
         for r in range(2, plan.rounds + 1):
             msgs = self.shared(self.answers, DEBATE_INSTRUCTION)
-            prompt = self.bound(msgs)
+            prompt = self.bound(msgs) + cost.AGENT_ROLE_TOKENS
             ids = [a.agent for a in self.answers]
             need = sum(self.worst(self.chains[i], prompt, plan.max_tokens) for i in ids)
             if remaining(ctx) - reserve < need:
@@ -219,6 +234,9 @@ class _Run:
             if new:
                 self.answers = new
                 self.rounds_run = r
+                self.agreement.append(agreement([a.content for a in new]))
+        self.ctx.outcome.update(agents=len(self.answers), agreement=round(self.agreement[-1], 4),
+                                agreement_by_round=[round(a, 4) for a in self.agreement])
 
     def shared(self, answers: list[_Answer], instruction: str) -> list[dict[str, Any]]:
         return [*self.messages, {"role": "user", "content": answers_block([a.content for a in answers])},
@@ -273,7 +291,8 @@ class _Run:
     def transcript(self) -> dict[str, Any]:
         p = self.plan
         return {"strategy": p.strategy, "agents": len(p.models), "rounds_planned": p.rounds,
-                "rounds_run": self.rounds_run, "stopped_early": self.stopped_early, "entries": self.ctx.transcript}
+                "rounds_run": self.rounds_run, "stopped_early": self.stopped_early,
+                "agreement_by_round": self.agreement, "entries": self.ctx.transcript}
 
 
 class DeliberateTier:

@@ -66,19 +66,37 @@ class ReasoningTable(SingleCallTable):
                 for e in EFFORTS[EFFORT_RANK[effort]::-1]]
 
 
+def answer_start(text: str) -> int | None:
+    """Where the visible answer starts: just after the FIRST answer marker, or None.
+
+    The one rule for both paths: a stream can forward the answer as soon as the first
+    marker arrives, so the non-streamed path takes the first marker too (a later
+    "FINAL ANSWER:" inside the answer stays part of it).
+    """
+    i = text.find(ANSWER_MARKER)
+    return None if i < 0 else i + len(ANSWER_MARKER)
+
+
 def extract_answer(text: str) -> str:
-    i = text.rfind(ANSWER_MARKER)
-    return text[i + len(ANSWER_MARKER):].strip() if i >= 0 else text
+    i = answer_start(text)
+    return text[i:].strip() if i is not None else text
 
 
 class _AnswerGate:
-    """Think-then-answer over a stream: hold text until the answer marker, then forward the rest."""
+    """Think-then-answer over a stream: hold text until the answer marker, then forward the rest.
 
-    __slots__ = ("buf", "open", "template")
+    What reaches the client is exactly `extract_answer(full text)`: the text after the first
+    marker, without leading or trailing whitespace (trailing whitespace is held back until
+    more text follows it), or the whole text when no marker ever came.
+    """
+
+    __slots__ = ("buf", "open", "lead", "ws", "template")
 
     def __init__(self) -> None:
         self.buf = ""
         self.open = False
+        self.lead = False          # marker seen, answer text not yet started
+        self.ws = ""               # trailing whitespace held back
         self.template: dict[str, Any] | None = None
 
     def _chunk(self, text: str | None, finish: str | None = None) -> dict[str, Any]:
@@ -94,20 +112,29 @@ class _AnswerGate:
         delta = ch.get("delta") or {}
         c = delta.get("content")
         finish = ch.get("finish_reason")
-        if self.open:
-            return [chunk]
         out: list[dict[str, Any]] = []
-        if delta.get("role") and not c:
+        if delta.get("role") and not c and not self.open:
             out.append(chunk)
-        if c:
+        if c and not self.open:
             self.buf += c
-            i = self.buf.find(ANSWER_MARKER)
-            if i >= 0:
-                self.open = True
-                rest = self.buf[i + len(ANSWER_MARKER):].lstrip()
+            i = answer_start(self.buf)
+            c = None
+            if i is not None:
+                self.open = self.lead = True
+                c = self.buf[i:]
                 self.buf = ""
-                if rest:
-                    out.append(self._chunk(rest))
+        if self.open and c:
+            if self.lead:
+                c = c.lstrip()
+            full = self.ws + c
+            text = full.rstrip()
+            self.ws = full[len(text):]
+            if text:
+                self.lead = False
+                if text == delta.get("content") and not finish:
+                    out.append(chunk)
+                else:
+                    out.append(self._chunk(text))
         if finish:
             out.extend(self.flush(finish))
         return out
@@ -119,6 +146,7 @@ class _AnswerGate:
             out.append(self._chunk(self.buf))
             self.buf = ""
             self.open = True
+        self.ws = ""
         if finish:
             out.append(self._chunk(None, finish))
         return out

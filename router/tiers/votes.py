@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 DEBATE_INSTRUCTION = (
     "Above are all agents' answers from the previous round, yours among them. Check them for errors, "
@@ -13,6 +14,21 @@ SYNTH_INSTRUCTION = (
     "for the user, correcting any errors. Reply with only that answer, addressed to the user."
 )
 PICK_INSTRUCTION = "Above are {n} candidate answers. Reply with only the number (1-{n}) of the best one."
+
+# Diversity: agent 1 answers exactly as the client asked; every other agent gets its own seed
+# (the client's + i), a temperature spread above the client's (not for native reasoning models,
+# which reject one) and a perspective message after the shared prefix.
+PERSPECTIVES = (
+    "You are one of several independent solvers. Solve the task your own way, then check the result by a "
+    "different method (work backwards or test an example) before you answer.",
+    "You are one of several independent solvers. Be skeptical: find the most likely mistake in the obvious "
+    "answer and make sure yours avoids it.",
+    "You are one of several independent solvers. Reason from first principles and state the key assumption "
+    "your answer rests on.",
+)
+TEMPERATURE_FLOOR = 0.5     # agents after the first sample at least this warm...
+TEMPERATURE_STEP = 0.2      # ...plus this per agent...
+TEMPERATURE_CAP = 1.0       # ...up to this
 
 _ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
 _WS = re.compile(r"\s+")
@@ -46,3 +62,23 @@ def tally(answers: list[str]) -> tuple[int, int]:
         first.setdefault(k, i)
     best = max(counts, key=lambda k: (counts[k], -first[k]))
     return first[best], counts[best]
+
+
+def agent_variation(i: int, body: dict[str, Any], native: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(body overrides, messages appended after the shared prefix) for agent i (0-based)."""
+    if i == 0:
+        return {}, []
+    seed = body.get("seed")
+    params: dict[str, Any] = {"seed": (seed if isinstance(seed, int) and not isinstance(seed, bool) else 0) + i}
+    if not native:
+        t = body.get("temperature")
+        base = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
+        params["temperature"] = round(min(TEMPERATURE_CAP, max(base, TEMPERATURE_FLOOR) + TEMPERATURE_STEP * i), 2)
+    return params, [{"role": "system", "content": PERSPECTIVES[(i - 1) % len(PERSPECTIVES)]}]
+
+
+def agreement(answers: list[str]) -> float:
+    """Share of answers that match the plurality final answer (1.0 = unanimous)."""
+    if not answers:
+        return 0.0
+    return tally(answers)[1] / len(answers)

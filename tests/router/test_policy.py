@@ -15,6 +15,7 @@ from router.config import TriageConfig
 from router.http.errors import ProxyError
 from router.http.schemas import validate_chat
 from router.session import SessionPins
+from router.tiers.cost import AGENT_ROLE_TOKENS
 
 PRICES = {
     "small": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
@@ -120,7 +121,8 @@ def test_estimates_are_worst_case_of_the_chain(env):
     d = decide(env, 0.9, "deliberate").plans[0]
     n, m = 3, d.max_tokens
     q = P + n * (m + 16) + 160
-    expect = n * prices.estimate("big", P, m) + n * prices.estimate("big", q, m) + prices.estimate("big", q, m)
+    role = AGENT_ROLE_TOKENS   # each agent's perspective message
+    expect = n * prices.estimate("big", P + role, m) + n * prices.estimate("big", q + role, m) + prices.estimate("big", q, m)
     assert (d.strategy, d.rounds, len(d.models)) == ("debate", 2, 3)
     assert d.knobs()["strategy"] == "debate" and d.knobs()["agents"] == 3 and "strategy" not in fast.knobs()
     assert d.estimate_usd == pytest.approx(expect)

@@ -108,6 +108,7 @@ def test_debate_streams_through_the_sdk_with_transcript(proxy: Proxy) -> None:
 
 
 def test_vote_and_debate_both_leave_ledger_records(proxy: Proxy) -> None:
+    mock_settings(proxy, disagreement=0.0)  # agents differ in seed/temperature, but this upstream always agrees
     key = proxy.create_key("delib")
     client = proxy.client(api_key=key)
     r = client.chat.completions.create(model="triage/deliberate", messages=EASY,
@@ -121,7 +122,8 @@ def test_vote_and_debate_both_leave_ledger_records(proxy: Proxy) -> None:
     assert r2.choices[0].message.content
     vote, debate = ledger(proxy, "delib", 2)
     assert vote["tier"] == debate["tier"] == "deliberate"
-    assert len(vote["calls"]) == 3  # the mock's identical agents agree: majority, no aggregator call
+    assert len(vote["calls"]) == 3  # the agents agree: majority, no aggregator call
+    assert vote["decision"]["outcome"]["agreement"] == 1.0
     assert len(debate["calls"]) == 7  # 3 agents x 2 rounds + the aggregator
     for rec in (vote, debate):
         assert rec["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in rec["calls"]), rel=1e-6)

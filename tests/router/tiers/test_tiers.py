@@ -331,7 +331,7 @@ async def test_debate_stops_early_when_budget_runs_short(mock, up):
     b = body(LONG)
     plan = plan_for(snap, "deliberate", b)
     run_ = deliberate._Run(plan, ctx_for(snap, up, b, 0))
-    one_round = sum(run_.worst(c, run_.p0, plan.max_tokens) for c in run_.chains)
+    one_round = sum(run_.worst(c, run_.p_agent, plan.max_tokens) for c in run_.chains)
     budget = one_round + run_.agg_reserve() + 1e-9  # pays for round 1 and the aggregator, nothing more
     ctx = ctx_for(snap, up, b, budget, transcript=True)
     r = await EXECUTORS["deliberate"].complete(plan, ctx)
@@ -423,3 +423,22 @@ async def test_debate_aggregator_failure_falls_back_to_the_vote(mock, up, stream
     assert next(e for e in ctx.transcript if e.get("event") == "vote")["how"] in ("majority", "plurality")
     assert [c.status for c in ctx.calls].count("ok") == 2  # the agents; no second aggregator attempt as a pick
     assert ctx.spent_usd() <= plan.estimate_usd
+
+
+@pytest.mark.parametrize("text", [
+    "1. think\nFINAL ANSWER: 42", "FINAL ANSWER:   42  \n", "no marker at all\n",
+    "1. x\nFINAL ANSWER: 7\nFINAL ANSWER: 8", "  FINAL ANSWER:\n\n  a b  c \n", "FINAL ANSWER:", "abc FINAL ANS",
+])
+def test_stream_and_complete_extract_the_same_answer(text):
+    rng = random.Random(hash(text) & 0xFFFF)
+    base = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 6))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+        gate = _AnswerGate()
+        out = []
+        for piece in pieces:
+            out += gate.feed({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        out += gate.feed({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        streamed = "".join((o["choices"][0]["delta"] or {}).get("content") or "" for o in out)
+        assert streamed == extract_answer(text), pieces
