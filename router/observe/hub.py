@@ -36,9 +36,11 @@ class Observability:
     def start(cls, spec: ObservabilitySpec, accountant: "Accountant", tracer_provider: Any = None) -> "Observability":
         metrics = tracer = alerts = None
         if spec.metrics.enabled:
-            from router.observe.metrics import Metrics  # noqa: PLC0415
+            from router.observe.metrics import Metrics, multiprocess_dir  # noqa: PLC0415
 
             metrics = Metrics(spec.metrics)
+            if multiprocess_dir():
+                metrics.start_flusher()
         if spec.tracing.enabled or tracer_provider is not None:
             try:
                 from router.observe.tracing import Tracer  # noqa: PLC0415
@@ -82,6 +84,8 @@ class Observability:
             self.metrics.observe_classifier(seconds)
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.alerts is not None:
             await self.alerts.close()
         if self.tracer is not None:

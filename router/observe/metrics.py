@@ -7,8 +7,10 @@ they are read from the same Redis hashes admission reads, so every worker and
 every replica reports the same value, and a restart cannot reset them to the
 full budget.
 
-Hot path: one dict lookup for a cached tuple of label children per
-(tier, model, status), then a few `inc`/`observe` calls; no label dicts.
+Hot path: one dict lookup and a few float additions into plain lists per
+request; those are folded into prometheus_client's children at each scrape
+(and, under several workers, once a second), so a request pays no locks and
+no label lookups. Buckets use `le` semantics (bisect_left), as observe() does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -82,79 +85,122 @@ class Metrics:
                                        registry=r)
             self.tenant_requests = Counter("triage_tenant_requests", "Requests by tenant (optional labels).",
                                            labels, registry=r)
-        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-        self._calls: dict[tuple[str, str, str], Any] = {}
-        self._refusals: dict[str, Any] = {}
-        self._classify = self.classifier  # no labels: the metric is its own child
+        # Plain accumulators, folded into the prometheus_client children by flush(): a request then
+        # costs a few list additions instead of a dozen locked inc() calls.
+        self._req: dict[tuple[str, str, str], list[Any]] = {}
+        self._calls: dict[tuple[str, str, str], int] = {}
+        self._refused: dict[str, int] = {}
+        self._tenant: dict[tuple[str, ...], list[float]] = {}
+        self._clf = [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
+        self._flusher: Any = None
 
     # -- hot path -------------------------------------------------------------------------------
 
-    def _req_children(self, tier: str, model: str, status: str) -> tuple[Any, ...]:
-        key = (tier, model, status)
-        ch = self._children.get(key)
-        if ch is None:
-            ch = (self.requests.labels(tier, model, status), self.latency.labels(tier, model, status),
-                  self.ttft.labels(tier, model), self.cost.labels(tier, model),
-                  self.counterfactual.labels(tier, model), self.savings.labels(tier, model),
-                  self.tokens.labels(tier, model, "prompt"), self.tokens.labels(tier, model, "completion"),
-                  self.tokens.labels(tier, model, "cached"), self.tokens.labels(tier, model, "reasoning"))
-            self._children[key] = ch
-        return ch
-
     def observe_request(self, rec: LedgerRecord) -> None:
         """One settled (or released) request; call after settle, which fills in cost and counterfactual."""
-        status = _status_class(rec.status)
-        n, lat, ttft, cost, cf, sav, t_p, t_c, t_cached, t_r = self._req_children(rec.tier, rec.model, status)
-        n.inc()
-        if rec.latency_ms is not None:
-            lat.observe(rec.latency_ms / 1000)
-        if rec.ttft_ms is not None:
-            ttft.observe(rec.ttft_ms / 1000)
+        key = (rec.tier, rec.model, _status_class(rec.status))
+        a = self._req.get(key)
+        if a is None:
+            a = self._req[key] = _new_req()
         c = rec.cost_usd or 0.0
         f = rec.counterfactual_cost_usd if rec.counterfactual_cost_usd is not None else c
+        a[0] += 1
         if c > 0:
-            cost.inc(c)
+            a[1] += c
         if f > 0:
-            cf.inc(f)
+            a[2] += f
         if f > c:
-            sav.inc(f - c)  # a Counter cannot go down; a request dearer than the top tier saves nothing
-        pt = ct = cached = rt = 0
+            a[3] += f - c  # a Counter cannot go down; a request dearer than the top tier saves nothing
+        calls = self._calls
         for call in rec.calls:
-            pt += call.prompt_tokens
-            ct += call.completion_tokens
-            cached += call.cached_tokens
-            rt += call.reasoning_tokens
-            key = (call.model, call.hop, call.status if call.status in ("ok", "cancelled") else "error")
-            u = self._calls.get(key)
-            if u is None:
-                u = self._calls[key] = self.upstream.labels(*key)
-            u.inc()
-            if call.hop == "retry":
-                self.retries.labels(call.model).inc()
-            elif call.hop == "fallback":
-                self.fallbacks.labels(call.model).inc()
-        if pt:
-            t_p.inc(pt)
-        if ct:
-            t_c.inc(ct)
-        if cached:
-            t_cached.inc(cached)
-        if rt:
-            t_r.inc(rt)
+            a[4] += call.prompt_tokens
+            a[5] += call.completion_tokens
+            a[6] += call.cached_tokens
+            a[7] += call.reasoning_tokens
+            ck = (call.model, call.hop, call.status if call.status in ("ok", "cancelled") else "error")
+            calls[ck] = calls.get(ck, 0) + 1
+        if rec.latency_ms is not None:
+            s = rec.latency_ms / 1000
+            a[8] += s
+            a[9][bisect_left(LATENCY_BUCKETS, s)] += 1
+        if rec.ttft_ms is not None:
+            s = rec.ttft_ms / 1000
+            a[10] += s
+            a[11][bisect_left(LATENCY_BUCKETS, s)] += 1
         if self.tenant_cost is not None:
-            labels = (rec.tenant, rec.key_id) if self.spec.key_labels else (rec.tenant,)
-            self.tenant_requests.labels(*labels).inc()  # type: ignore[union-attr]
-            if c > 0:
-                self.tenant_cost.labels(*labels).inc(c)
+            tk = (rec.tenant, rec.key_id) if self.spec.key_labels else (rec.tenant,)
+            t = self._tenant.get(tk)
+            if t is None:
+                t = self._tenant[tk] = [0, 0.0]
+            t[0] += 1
+            t[1] += c
 
     def observe_refusal(self, reason: str) -> None:
-        ch = self._refusals.get(reason)
-        if ch is None:
-            ch = self._refusals[reason] = self.refusals.labels(reason)
-        ch.inc()
+        self._refused[reason] = self._refused.get(reason, 0) + 1
 
     def observe_classifier(self, seconds: float) -> None:
-        self._classify.observe(seconds)
+        c = self._clf
+        c[0] += seconds
+        c[1][bisect_left(CLASSIFIER_BUCKETS, seconds)] += 1
+
+    # -- folding into prometheus_client ---------------------------------------------------------
+
+    def flush(self) -> None:
+        """Move what was observed since the last flush into the registry (or the multiprocess files).
+
+        Runs on the event loop, like the observers, so nothing is lost between read and reset.
+        """
+        req, self._req = self._req, {}
+        for (tier, model, status), a in req.items():
+            if a[0]:
+                self.requests.labels(tier, model, status).inc(a[0])
+            for ctr, v in ((self.cost, a[1]), (self.counterfactual, a[2]), (self.savings, a[3])):
+                if v:
+                    ctr.labels(tier, model).inc(v)
+            for kind, v in zip(("prompt", "completion", "cached", "reasoning"), a[4:8]):
+                if v:
+                    self.tokens.labels(tier, model, kind).inc(v)
+            if any(a[9]):
+                _add_hist(self.latency.labels(tier, model, status), a[8], a[9])
+            if any(a[11]):
+                _add_hist(self.ttft.labels(tier, model), a[10], a[11])
+        calls, self._calls = self._calls, {}
+        for (model, hop, status), n in calls.items():
+            self.upstream.labels(model, hop, status).inc(n)
+            if hop == "retry":
+                self.retries.labels(model).inc(n)
+            elif hop == "fallback":
+                self.fallbacks.labels(model).inc(n)
+        refused, self._refused = self._refused, {}
+        for reason, n in refused.items():
+            self.refusals.labels(reason).inc(n)
+        clf, self._clf = self._clf, [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
+        if any(clf[1]):
+            _add_hist(self.classifier, clf[0], clf[1])
+        tenant, self._tenant = self._tenant, {}
+        for labels, (n, c) in tenant.items():
+            self.tenant_requests.labels(*labels).inc(n)  # type: ignore[union-attr]
+            if c:
+                self.tenant_cost.labels(*labels).inc(c)  # type: ignore[union-attr]
+
+    def start_flusher(self, interval_s: float = 1.0) -> None:
+        """Under several workers a scrape reads every worker's files, so each worker flushes on its own."""
+        import asyncio  # noqa: PLC0415
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    self.flush()
+                except Exception:  # a metrics bug must not stop the worker's flushing for good
+                    log.exception("metrics flush failed")
+
+        self._flusher = asyncio.get_running_loop().create_task(loop())
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.flush()
 
     # -- scrape ---------------------------------------------------------------------------------
 
@@ -175,10 +221,26 @@ class Metrics:
         gauges are left out for this scrape (Prometheus marks them stale) rather than reported
         as zero or as the full limit.
         """
+        self.flush()
         out = generate_latest(self._process_registry())
         gauges = CollectorRegistry(auto_describe=False)
         gauges.register(_BudgetCollector(budgets if self.spec.budget_gauges else [], budgets is not None))
         return out + generate_latest(gauges)
+
+
+def _new_req() -> list[Any]:
+    # n, cost, counterfactual, savings, prompt, completion, cached, reasoning tokens,
+    # latency sum, latency bucket counts, ttft sum, ttft bucket counts
+    return [0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1), 0.0,
+            [0] * (len(LATENCY_BUCKETS) + 1)]
+
+
+def _add_hist(child: Any, total: float, counts: list[int]) -> None:
+    """Add pre-bucketed observations to a histogram child (per-bucket counts, like observe() keeps them)."""
+    child._sum.inc(total)
+    for i, n in enumerate(counts):
+        if n:
+            child._buckets[i].inc(n)
 
 
 def _finite(v: Any) -> float:

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -132,10 +133,49 @@ def test_metrics_aggregate_across_workers(tmp_path: Path, redis_url: str, mock_u
                 assert r.status_code == 200, r.text
             ledger = c.get("/v1/usage", params={"since": "1d"}).json()["totals"]
         assert ledger["requests"] == n
-        for _ in range(6):  # every scrape, whichever worker serves it, sees all n
+        # each worker folds its counts into the shared files at least once a second: wait for that
+        deadline = time.monotonic() + 20
+        while True:
+            m = parse(httpx.get(f"{root}/metrics", headers={"connection": "close"}).text)
+            if total(m, "triage_requests_total") == n or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for _ in range(6):  # from then on every scrape, whichever worker serves it, sees all n
             m = parse(httpx.get(f"{root}/metrics", headers={"connection": "close"}).text)
             assert total(m, "triage_requests_total") == n
             assert total(m, "triage_cost_usd_total") == pytest.approx(ledger["cost_usd"], abs=1e-9)
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_folded_histograms_equal_prometheus_observe() -> None:
+    """The hot path buckets observations itself; the exposition must equal Histogram.observe's."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from accounting import LedgerRecord, UpstreamCall
+    from router.observe.metrics import LATENCY_BUCKETS, Metrics
+    from router.observe.settings import MetricsSpec
+
+    m = Metrics(MetricsSpec())
+    reg = CollectorRegistry()
+    ref = Histogram("triage_request_duration_seconds", "x", ("tier", "model", "status"), buckets=LATENCY_BUCKETS,
+                    registry=reg)
+    lat_ms = [0.0, 1.0, 5.0, 5.0001, 10.0, 250.0, 999.9, 120000.0, 500000.0]
+    for i, ms in enumerate(lat_ms):
+        m.observe_request(LedgerRecord(request_id=f"r{i}", key_id="k", tenant="t", tier="fast", model="small",
+                                       latency_ms=ms, cost_usd=0.5, counterfactual_cost_usd=0.25,
+                                       calls=[UpstreamCall(model="small", hop="retry" if i % 2 else "primary")]))
+        ref.labels("fast", "small", "ok").observe(ms / 1000)
+        if i == 4:
+            m.flush()  # folding in two parts changes nothing
+    m.flush()
+    ours = [ln for ln in generate_latest(m.registry).decode().splitlines()
+            if ln.startswith("triage_request_duration_seconds_") and "created" not in ln]
+    theirs = [ln for ln in generate_latest(reg).decode().splitlines()
+              if ln.startswith("triage_request_duration_seconds_") and "created" not in ln]
+    assert ours == theirs and len(ours) == len(LATENCY_BUCKETS) + 3
+    s = parse(generate_latest(m.registry).decode())
+    assert total(s, "triage_savings_usd_total") == 0  # dearer than the top tier: no negative savings
+    assert total(s, "triage_upstream_retries_total") == 4
+    assert total(s, "triage_requests_total") == len(lat_ms)
