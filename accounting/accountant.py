@@ -35,6 +35,7 @@ from .models import (
     Principal,
     TenantMismatch,
     UpstreamCall,
+    NANO,
     Usage,
     from_nusd,
     to_nusd,
@@ -107,6 +108,9 @@ class Accountant:
         self._settle = redis.register_script(_lua("settle.lua"))
         self._release = redis.register_script(_lua("release.lua"))
         self._feedback = redis.register_script(_lua("feedback.lua"))
+        self._refuse = redis.register_script(_lua("refuse.lua"))
+        self._renew = redis.register_script(_lua("renew.lua"))
+        self._lengths: dict[str, tuple[float, dict[str, tuple[int, int]]]] = {}
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self._replay_lock = asyncio.Lock()
         self._next_spool_check = 0.0
@@ -323,23 +327,51 @@ class Accountant:
             cache_write_tokens=usage.cache_write_tokens, cost_usd=self.prices.cost(model, usage), **kw,
         )
 
-    def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[float, float]:
+    def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[int, int]:
+        """(cost, counterfactual) in integer nano-USD; every call's own cost is fixed to whole nano-USD
+        first, so the record's total is exactly the sum of its calls."""
         for c in record.calls:
-            if c.cost_usd == 0.0 and (c.prompt_tokens or c.completion_tokens) and c.model in self.prices:
-                c.cost_usd = self.prices.cost(c.model, c.usage())
-        cost = record.cost_usd if record.cost_usd is not None else sum(c.cost_usd for c in record.calls)
-        if record.model in self.prices and self.prices.price(record.model).unpriced and adm.reserved_usd:
-            cost = max(cost, adm.reserved_usd)  # configured to settle unpriced models at the reservation
-        cf = record.counterfactual_cost_usd
-        if cf is None:
+            if c.cost_usd == 0.0 and c.cost_nusd is None and (c.prompt_tokens or c.completion_tokens) \
+                    and c.model in self.prices:
+                c.cost_usd = self.prices.cost(c.model, c.usage(), c.service_tier)
+            c.cost_nusd = c.nusd()
+            c.cost_usd = c.cost_nusd / NANO
+        if record.cost_nusd is not None:
+            cost = record.cost_nusd
+        elif record.cost_usd is not None:
+            cost = to_nusd(record.cost_usd)
+        else:
+            cost = sum(c.cost_nusd or 0 for c in record.calls)
+        if record.model in self.prices and self.prices.price(record.model).unpriced and adm.reserved_nusd:
+            cost = max(cost, adm.reserved_nusd)  # configured to settle unpriced models at the reservation
+        if record.counterfactual_nusd is not None:
+            cf = record.counterfactual_nusd
+        elif record.counterfactual_cost_usd is not None:
+            cf = to_nusd(record.counterfactual_cost_usd)
+        else:
             m = self.settings.counterfactual_model
-            cf = self.prices.cost(m, record.total_usage()) if m and m in self.prices else cost
+            if m and m in self.prices:
+                cf = to_nusd(self.prices.cost(m, record.total_usage()))
+                record.counterfactual_method = record.counterfactual_method or "top-model-at-usage"
+            else:
+                cf = cost
+                record.counterfactual_method = record.counterfactual_method or "none"
         return cost, cf
+
+    @staticmethod
+    def rollup_prefix(key_id: str, tier: str, model: str, bucket: str, workflow: str) -> str:
+        return "|".join(_clean(v) for v in (key_id, tier, model, bucket, workflow)) + "|"
+
+    def _trim(self, ts: float) -> tuple[str, str]:
+        s = self.settings
+        if s.ledger_maxlen:
+            return "MAXLEN", str(s.ledger_maxlen)
+        return "MINID", f"{int((ts - s.ledger_retention_days * 86400) * 1000)}-0"
 
     def _settle_call(self, adm: Admission, record: LedgerRecord) -> tuple[list[str], list[Any]]:
         cost, cf = self._cost(adm, record)
-        record.cost_usd = cost
-        record.counterfactual_cost_usd = cf
+        record.cost_nusd, record.counterfactual_nusd = cost, cf
+        record.cost_usd, record.counterfactual_cost_usd = cost / NANO, cf / NANO
         if not adm.store_prompts:
             record.prompt = None
         if record.ts is None:
@@ -354,35 +386,39 @@ class Accountant:
         day, month = _today(now)
         usage = record.total_usage()
         s = self.settings
-        if s.ledger_maxlen:
-            trim_kind, trim_arg = "MAXLEN", str(s.ledger_maxlen)
-        else:
-            trim_kind, trim_arg = "MINID", f"{int((record.ts - s.ledger_retention_days * 86400) * 1000)}-0"
+        trim_kind, trim_arg = self._trim(record.ts)
         bucket = complexity_bucket(record.complexity)
         keys = [rk.done(tenant, record.request_id), rk.ledger(tenant), rk.request(tenant, record.request_id),
-                rk.rollup(tenant, day)]
+                rk.rollup(tenant, day), rk.top_lengths(tenant)]
         for sc in adm.held_scopes:
             keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
         # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
         # that model (a fallback hop to another model counts against that model's budget).
-        total = to_nusd(cost)
+        total = cost
         k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
         charge = [k_scope, t_scope, rk.scope_tier(k_scope, record.tier), rk.scope_tier(t_scope, record.tier)]
         amounts = [total] * 4
         per_model: dict[str, int] = {}
         for c in record.calls:
-            per_model[c.model] = per_model.get(c.model, 0) + to_nusd(c.cost_usd)
+            per_model[c.model] = per_model.get(c.model, 0) + (c.cost_nusd or 0)
         home = adm.model or record.model
-        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, rounding
+        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, unpriced
         for m, amt in per_model.items():
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
             amounts += (amt, amt)
         keys += [rk.spend(tenant, sc) for sc in charge]
-        nums = (adm.reserved_nusd, to_nusd(cost), to_nusd(cf), usage.prompt_tokens, usage.cached_tokens,
+        learn_calls = learn_ct = 0
+        if record.counterfactual_method == "top-tier" and record.status == "ok":
+            ok = [c for c in record.calls if c.status == "ok" and not c.estimated]
+            learn_calls, learn_ct = len(ok), sum(c.completion_tokens for c in ok)
+        billed = sum(1 for c in record.calls if c.billed_failure)
+        cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
+        nums = (adm.reserved_nusd, cost, cf, usage.prompt_tokens, usage.cached_tokens,
                 usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
-                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400)
-        strs = (day, month, f"{record.tier}|{record.model}|", f"cx|{bucket}|{record.tier}|", tenant, kid,
-                record.tier, record.model, bucket)
+                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
+                learn_calls, learn_ct)
+        pre = self.rollup_prefix(kid, record.tier, record.model, bucket, record.workflow)
+        strs = (day, month, pre, tenant, kid, record.tier, record.model, bucket)
         args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
                 trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
         return keys, args
@@ -412,6 +448,105 @@ class Accountant:
             await self._call(self._release, keys, [f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd])
         except AccountingUnavailable:
             pass  # the lease expires on its own; nothing was spent
+
+    async def refuse(self, record: LedgerRecord, estimate_nusd: int, reason: str = "budget_exceeded") -> None:
+        """Ledger a refused request (no cost, the reason, the estimate that did not fit). Best effort:
+        a refusal is answered whether or not Redis takes the row."""
+        record.kind = "refusal"
+        record.status = "refused"
+        record.cost_nusd, record.cost_usd = 0, 0.0
+        record.counterfactual_nusd, record.counterfactual_cost_usd = 0, 0.0
+        record.refused_estimate_nusd = estimate_nusd
+        record.prompt = None
+        if record.ts is None:
+            record.ts = time.time()
+        day, _ = _today(datetime.fromtimestamp(record.ts, timezone.utc))
+        pre = self.rollup_prefix(record.key_id, record.tier, record.model, complexity_bucket(record.complexity),
+                                 record.workflow)
+        trim_kind, trim_arg = self._trim(record.ts)
+        try:
+            await self._call(self._refuse, [rk.ledger(record.tenant), rk.rollup(record.tenant, day)],
+                             [record.request_id, record.model_dump_json(), trim_kind, trim_arg, pre, estimate_nusd,
+                              self.settings.ledger_retention_days * 86400 + 86400, _clean(reason)])
+        except AccountingUnavailable:
+            log.warning("refusal of request %s not ledgered: accounting store unavailable", record.request_id)
+
+    async def renew(self, adm: Admission) -> bool:
+        """Push a live request's hold expiry one lease further; False if no hold was left to renew."""
+        if not adm.held_scopes:
+            return True
+        try:
+            n = await self._call(self._renew, [rk.holds(adm.tenant, sc) for sc in adm.held_scopes],
+                                 [f"{adm.request_id}|{adm.reserved_nusd}", self._lease_ms])
+        except AccountingUnavailable:
+            return True  # cannot tell; the next renewal tries again
+        return int(n) > 0
+
+    async def top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, tuple[int, int]]:
+        """Per complexity bucket: (the tenant's top-tier calls, their completion tokens), learned at settle;
+        cached per tenant for ``max_age_s``."""
+        at, cached = self._lengths.get(tenant, (-1e9, {}))
+        now = time.monotonic()
+        if now - at < max_age_s or not self.breaker.allow():
+            return cached
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                raw = await self.redis.hgetall(rk.top_lengths(tenant))
+        except (RedisError, OSError, TimeoutError):
+            return cached
+        acc: dict[str, list[int]] = {}
+        for k, v in raw.items():
+            b, _, metric = _s(k).rpartition("|")
+            acc.setdefault(b, [0, 0])[0 if metric == "calls" else 1] = int(_s(v))
+        out = {b: (c, t) for b, (c, t) in acc.items()}
+        if len(self._lengths) > 10_000:
+            self._lengths.clear()
+        self._lengths[tenant] = (now, out)
+        return out
+
+    async def record_evaluation(self, record: LedgerRecord) -> bool:
+        """Book a shadow run: its own ledger stream and the tenant's evaluation spend, never the
+        tenant's request spend or budgets. Idempotent per request id."""
+        record.kind = "evaluation"
+        for c in record.calls:
+            if c.cost_nusd is None:
+                c.cost_nusd = to_nusd(c.cost_usd) if c.cost_usd else (
+                    to_nusd(self.prices.cost(c.model, c.usage(), c.service_tier)) if c.model in self.prices else 0)
+            c.cost_usd = c.cost_nusd / NANO
+        record.cost_nusd = sum(c.cost_nusd or 0 for c in record.calls)
+        record.cost_usd = record.cost_nusd / NANO
+        record.prompt = None
+        if record.ts is None:
+            record.ts = time.time()
+        day, month = _today(datetime.fromtimestamp(record.ts, timezone.utc))
+        trim_kind, trim_arg = self._trim(record.ts)
+        sc = rk.scope_eval(record.tenant)
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                if not await self.redis.set(rk.done(record.tenant, record.request_id), "1", nx=True,
+                                            ex=self.settings.idempotency_days * 86400):
+                    return False
+                async with self.redis.pipeline(transaction=True) as p:
+                    p.xadd(rk.evals(record.tenant), {"rid": record.request_id, "d": record.model_dump_json()},
+                           **({"maxlen": int(trim_arg)} if trim_kind == "MAXLEN" else {"minid": trim_arg}),
+                           approximate=True)
+                    for f in (f"d:{day}", f"m:{month}", "t"):
+                        p.hincrby(rk.spend(record.tenant, sc), f, record.cost_nusd)
+                    await p.execute()
+        except (RedisError, OSError, TimeoutError):
+            log.warning("evaluation %s not ledgered: accounting store unavailable", record.request_id)
+            return False
+        return True
+
+    async def eval_spend_nusd(self, tenant: str) -> int:
+        """This month's evaluation (shadow) spend of a tenant."""
+        _, month = _today()
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                v = await self.redis.hget(rk.spend(tenant, rk.scope_eval(tenant)), f"m:{month}")
+        except (RedisError, OSError, TimeoutError):
+            return 1 << 62  # unknown: treat as spent, shadowing is optional
+        return int(_s(v)) if v is not None else 0
 
     # -- spool ----------------------------------------------------------------------------------
 
@@ -460,19 +595,17 @@ class Accountant:
         if not is_request_id(request_id):
             return False  # not an id we minted, so no record of ours: never build a key from it
         try:
-            owner, day, tier, model, cx = await self.redis.hmget(
-                rk.request(tenant, request_id), "tenant", "day", "tier", "model", "cx")
+            owner, day = await self.redis.hmget(rk.request(tenant, request_id), "tenant", "day")
         except (RedisError, OSError) as e:
             raise AccountingUnavailable("accounting store unavailable") from e
         if owner is None:
             return False
         if _s(owner) != tenant:
             raise TenantMismatch("request belongs to another tenant")
-        tier, model, cx = _s(tier), _s(model), _s(cx)
         res = await self._call(
             self._feedback,
             [rk.request(tenant, request_id), rk.rollup(tenant, _s(day))],
-            [tenant, int(round(score * 1_000_000)), (comment or "")[:2000], f"{tier}|{model}|", f"cx|{cx}|{tier}|"],
+            [tenant, int(round(score * 1_000_000)), (comment or "")[:2000]],
         )
         if int(res) == -2:
             raise TenantMismatch("request belongs to another tenant")
@@ -481,3 +614,8 @@ class Accountant:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _clean(v: str | None) -> str:
+    """A rollup field part: no separator inside, never empty."""
+    return (v or "-").replace("|", "/")

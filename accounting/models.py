@@ -24,6 +24,14 @@ def from_nusd(n: int | float | str | bytes | None) -> float:
     return int(float(n)) / NANO
 
 
+def usd_str(n: int) -> str:
+    """Exact decimal dollars of an integer nano-USD amount ("0.000011000", "-1.250000000"): no float, no 1e-05."""
+    n = int(n)
+    sign = "-" if n < 0 else ""
+    q, r = divmod(abs(n), NANO)
+    return f"{sign}{q}.{r:09d}"
+
+
 class Usage(BaseModel):
     """Token counts of one upstream call, OpenAI semantics.
 
@@ -39,6 +47,7 @@ class Usage(BaseModel):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, written with a 1-hour lifetime (Anthropic)
 
     @classmethod
     def from_openai(cls, usage: dict[str, Any] | None) -> "Usage":
@@ -48,12 +57,16 @@ class Usage(BaseModel):
         ctd = usage.get("completion_tokens_details") or {}
         cached = ptd.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0
         write = ptd.get("cache_creation_tokens") or usage.get("cache_creation_input_tokens") or 0
+        # Anthropic: usage.cache_creation.ephemeral_1h_input_tokens; litellm: prompt_tokens_details.cache_creation_token_details
+        cc = usage.get("cache_creation") or ptd.get("cache_creation_token_details") or {}
+        w1h = cc.get("ephemeral_1h_input_tokens") if isinstance(cc, dict) else 0
         return cls.model_construct(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(cached),
             reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
             cache_write_tokens=int(write),
+            cache_write_1h_tokens=int(w1h or 0),
         )
 
     def __add__(self, other: "Usage") -> "Usage":
@@ -63,6 +76,7 @@ class Usage(BaseModel):
             cached_tokens=self.cached_tokens + other.cached_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 
@@ -84,6 +98,8 @@ class ModelPrice(BaseModel):
     cache_write: float
     reasoning: float
     source: Literal["litellm", "config", "unpriced"] = "litellm"
+    # every token-price key of the row (long-context tiers, service tiers, 1-hour cache writes)
+    keys: dict[str, float] = Field(default_factory=dict)
 
     @property
     def unpriced(self) -> bool:
@@ -94,6 +110,11 @@ class ModelPrice(BaseModel):
         """(USD per prompt token, USD per output token) in the worst case: nothing read from cache
         (a cache write may cost more than fresh input), every output token at the dearer of the
         visible and reasoning prices. Every cost bound in the gateway starts here."""
+        if self.keys:  # the base band's rates, 1-hour cache writes included (prices.worst_rates adds bands)
+            from .rates import resolve  # noqa: PLC0415
+
+            r = resolve(self.keys, 0, None)
+            return r.worst_input(), r.worst_output()
         return max(self.input, self.cache_write), max(self.output, self.reasoning)
 
 
@@ -156,11 +177,20 @@ class UpstreamCall(BaseModel):
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    service_tier: str | None = None  # priced at this service tier (priority/flex), None = standard
     cost_usd: float = 0.0
+    cost_nusd: int | None = None  # integer nano-USD: what every total is summed from (set at settle)
     latency_ms: float | None = None
     status: str = "ok"  # "ok" | "error" | "cancelled" | http status text
     hop: Literal["primary", "retry", "fallback"] = "primary"
     estimated: bool = False  # usage was estimated with a tokenizer (no usage from upstream)
+    # a failed attempt the provider most likely billed (timeout after generation, body cut, bad JSON):
+    # recorded at its best estimate instead of $0
+    billed_failure: bool = False
+
+    def nusd(self) -> int:
+        return self.cost_nusd if self.cost_nusd is not None else to_nusd(self.cost_usd)
 
     def usage(self) -> Usage:
         return Usage.model_construct(
@@ -169,6 +199,7 @@ class UpstreamCall(BaseModel):
             cached_tokens=self.cached_tokens,
             reasoning_tokens=self.reasoning_tokens,
             cache_write_tokens=self.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
 
 
@@ -185,8 +216,18 @@ class LedgerRecord(BaseModel):
     # signals, candidate tiers with estimates, why each was rejected: the "why" behind the bill
     decision: dict[str, Any] | None = None
     calls: list[UpstreamCall] = Field(default_factory=list)
-    cost_usd: float | None = None  # None: sum of calls
+    cost_usd: float | None = None  # None: sum of calls; after settle always cost_nusd / 1e9
     counterfactual_cost_usd: float | None = None  # None: computed from the top model if configured
+    cost_nusd: int | None = None  # the exact charge; every figure (header, report, export) derives from it
+    counterfactual_nusd: int | None = None
+    # how the counterfactual was made: "top-tier-plan:learned" (top tier's full plan, output length
+    # learned from the ledger), "top-tier-plan:default" (documented fallback), "top-tier" (the request
+    # ran on the top tier: counterfactual = its own cost), "measured" (a shadow run on the top tier)
+    counterfactual_method: str | None = None
+    kind: Literal["request", "refusal", "evaluation"] = "request"
+    workflow: str = ""  # client label for reports (x-triage-workflow); never a budget scope
+    refused_estimate_nusd: int | None = None  # refusals: the worst case that did not fit
+    evaluation: dict[str, Any] | None = None  # shadow rows: the labelled comparison
     ttft_ms: float | None = None
     latency_ms: float | None = None
     streamed: bool = False
@@ -194,7 +235,6 @@ class LedgerRecord(BaseModel):
     estimated: bool = False
     status: str = "ok"
     prompt: str | None = None  # dropped unless the tenant opted in
-    decision: dict[str, Any] | None = None  # the router's decision detail (signals, candidates, rejected)
     ts: float | None = None  # unix seconds; set at settle when missing
 
     def total_usage(self) -> Usage:

@@ -7,14 +7,16 @@ and a lot of RSS, and we only need a handful of rows, once, at startup.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .models import ModelPrice, PriceSpec, Usage
+from .rates import Rates, num, price_keys, resolve, thresholds
 
 _PRICE_FILE = "model_prices_and_context_window_backup.json"
 
@@ -31,14 +33,27 @@ def litellm_price_map_path() -> Path | None:
 
 
 _MAP_CACHE: dict[str, Any] | None = None
+_MAP_VERSION: str | None = None
 
 
 def load_price_map() -> dict[str, Any]:
-    global _MAP_CACHE
+    global _MAP_CACHE, _MAP_VERSION
     if _MAP_CACHE is None:
         p = litellm_price_map_path()
-        _MAP_CACHE = orjson.loads(p.read_bytes()) if p else {}
+        raw = p.read_bytes() if p else b"{}"
+        _MAP_CACHE = orjson.loads(raw)
+        try:
+            ver = importlib.metadata.version("litellm")
+        except importlib.metadata.PackageNotFoundError:
+            ver = "none"
+        _MAP_VERSION = f"litellm-{ver}:{hashlib.sha256(raw).hexdigest()[:12]}"
     return _MAP_CACHE
+
+
+def price_map_version() -> str:
+    """Names the price map reports were priced with: litellm's version and the map file's digest."""
+    load_price_map()
+    return _MAP_VERSION or "none"
 
 
 def lookup(price_map: dict[str, Any], litellm_model: str) -> dict[str, Any] | None:
@@ -64,23 +79,18 @@ _KEYS = {
     "cache_write": "cache_creation_input_token_cost",
     "reasoning": "output_cost_per_reasoning_token",
 }
-
-
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and f >= 0 else None
+_num = num
 
 
 class PriceBook:
     """Prices for the configured models only; cost math in USD."""
 
-    def __init__(self, prices: dict[str, ModelPrice]):
+    def __init__(self, prices: dict[str, ModelPrice], version: str | None = None):
         self._prices = prices
+        self.version = version or price_map_version()
+        self._rates: dict[tuple[str, int, str | None], Rates] = {}
+        # per model: long-context thresholds, so a call below all of them skips resolution
+        self._thresholds = {n: thresholds(p.keys) for n, p in prices.items()}
 
     @classmethod
     def build(
@@ -100,17 +110,17 @@ class PriceBook:
             if inp is None or out is None:
                 unpriced.append(spec.name)
                 continue
-            cached = _num(row.get(_KEYS["cached_input"]))
-            write = _num(row.get(_KEYS["cache_write"]))
-            reasoning = _num(row.get(_KEYS["reasoning"]))
+            keys = price_keys(row)
+            base = resolve(keys, 0, None)
             prices[spec.name] = ModelPrice(
                 name=spec.name,
-                input=inp,
-                output=out,
-                cached_input=inp if cached is None else cached,
-                cache_write=inp if write is None else write,
-                reasoning=out if reasoning is None else reasoning,
+                input=base.input,
+                output=base.output,
+                cached_input=base.cached_input,
+                cache_write=base.cache_write,
+                reasoning=base.reasoning,
                 source="config" if overridden else "litellm",
+                keys=keys,
             )
         if unpriced and not allow_unpriced_at_estimate:
             names = ", ".join(repr(n) for n in unpriced)
@@ -129,6 +139,7 @@ class PriceBook:
                 prices[name] = ModelPrice(
                     name=name, input=dear_in, output=dear_out, cached_input=dear_in,
                     cache_write=dear_in, reasoning=dear_out, source="unpriced",
+                    keys={_KEYS["input"]: dear_in, _KEYS["output"]: dear_out},
                 )
         return cls(prices)
 
@@ -144,24 +155,52 @@ class PriceBook:
         except KeyError:
             raise KeyError(f"model {name!r} is not in the price book") from None
 
-    def cost(self, name: str, usage: Usage) -> float:
-        """(prompt - cached - cache_write) x input + cached x cached_input + cache_write x cache_write
-        + (completion - reasoning) x output + reasoning x reasoning (reasoning defaults to the output price)."""
+    def rates(self, name: str, prompt_tokens: int = 0, service_tier: str | None = None) -> Rates:
+        """Rates of one call of ``prompt_tokens`` (long-context tier) at ``service_tier``; memoised."""
         p = self.price(name)
+        band = sum(1 for t in self._thresholds.get(name, ()) if prompt_tokens > t)
+        st = service_tier.lower() if service_tier else None
+        k = (name, band, st)
+        r = self._rates.get(k)
+        if r is None:
+            r = resolve(p.keys, prompt_tokens, st) if p.keys else Rates(
+                p.input, p.output, p.cached_input, p.cache_write, p.cache_write, p.reasoning)
+            if len(self._rates) < 10_000:
+                self._rates[k] = r
+        return r
+
+    def worst_rates(self, name: str, prompt_tokens: int = 0, service_tier: str | None = None) -> tuple[float, float]:
+        """(input, output) per-token worst case for a call whose prompt is at most ``prompt_tokens``:
+        the dearest of every band up to it, so an estimate never undercuts a shorter real prompt."""
+        worst_in = worst_out = 0.0
+        bounds = [0, *(int(t) + 1 for t in self._thresholds.get(name, ()) if prompt_tokens > t)]
+        for b in bounds:
+            r = self.rates(name, b, service_tier)
+            worst_in, worst_out = max(worst_in, r.worst_input()), max(worst_out, r.worst_output())
+        return worst_in, worst_out
+
+    def cost(self, name: str, usage: Usage, service_tier: str | None = None) -> float:
+        """(prompt - cached - cache_write) x input + cached x cached_input + 5-minute writes x cache_write
+        + 1-hour writes x cache_write_1h + (completion - reasoning) x output + reasoning x reasoning, at the
+        rates of the call's long-context band and service tier (as litellm.completion_cost bills it)."""
+        r = self.rates(name, usage.prompt_tokens, service_tier)
         cached = min(usage.cached_tokens, usage.prompt_tokens)
         write = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+        write_1h = min(usage.cache_write_1h_tokens, write)
         fresh = usage.prompt_tokens - cached - write
         reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
         visible = usage.completion_tokens - reasoning
         return (
-            fresh * p.input
-            + cached * p.cached_input
-            + write * p.cache_write
-            + visible * p.output
-            + reasoning * p.reasoning
+            fresh * r.input
+            + cached * r.cached_input
+            + (write - write_1h) * r.cache_write
+            + write_1h * r.cache_write_1h
+            + visible * r.output
+            + reasoning * r.reasoning
         )
 
-    def estimate(self, name: str, prompt_tokens: int, max_output_tokens: int) -> float:
-        """Worst case: nothing cached, every output token at the dearer of output/reasoning price."""
-        i, o = self.price(name).worst_rates
+    def estimate(self, name: str, prompt_tokens: int, max_output_tokens: int, service_tier: str | None = None) -> float:
+        """Worst case: nothing cached (or all written for an hour), every output token at the dearer of
+        output/reasoning price, at the long-context band of the prompt bound."""
+        i, o = self.worst_rates(name, prompt_tokens, service_tier)
         return prompt_tokens * i + max_output_tokens * o

@@ -24,7 +24,11 @@ Layout (``P`` = ``triage:``, ``T`` = ``triage:{<tenant>}:``):
 - ``T req:<request_id>``         hash: where a request's ledger entry lives + its quality (feedback)
 - ``T done:<request_id>``        string: settle idempotency marker
 - ``T session:<sha256>``         string: the tier a conversation (x-triage-session) is pinned to, with a TTL
-- ``T rollup:<day>``             hash: ``<tier>|<model>|<metric>`` and ``cx|<bucket>|<tier>|<metric>`` counters
+- ``T rollup:<day>``             hash: ``<key>|<tier>|<model>|<bucket>|<workflow>|<metric>`` counters
+                                 (nano-USD and tokens; refusals as ``ref``/``refest``/``ref:<reason>``)
+- ``T evals``                    stream: shadow evaluation rows (labelled comparisons), field ``d`` = JSON
+- ``T toplen``                   hash: ``<bucket>|calls`` / ``<bucket>|ct``: the tenant's top-tier calls and
+                                 completion tokens, what the savings counterfactual learns output length from
 - ``P alert:<kind>:<scope>:<period field>:<limit>`` string: set NX when a budget alert is sent, so one
                                  crossing alerts once across all workers; expires after the period
 
@@ -126,6 +130,14 @@ def alert_sent(kind: str, scope: str, period_field: str, limit_nusd: int) -> str
     return f"{PREFIX}alert:{kind}:{scope}:{period_field}:{limit_nusd}"
 
 
+def evals(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}evals"
+
+
+def top_lengths(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}toplen"
+
+
 # scope names (not keys, but they become part of keys; built here for one spelling)
 
 
@@ -140,6 +152,11 @@ def scope_tenant(t: str) -> str:
 
 def scope_key(kid: str) -> str:
     return f"key:{kid}"
+
+
+def scope_eval(t: str) -> str:
+    """Evaluation (shadow sampling) spend of a tenant: counted apart from its request spend."""
+    return f"eval:{t}"
 
 
 def scope_tier(base: str, tier: str) -> str:

@@ -11,6 +11,7 @@ import io
 import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,15 +20,26 @@ from redis.asyncio import Redis
 
 from . import redis_keys as rk
 from .budgets import BudgetStore, period_field
-from .models import from_nusd
+from .models import from_nusd, usd_str
 
 EXPORT_COLUMNS = [
-    "request_id", "client_request_id", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "reason", "prompt",
-    "quality", "comment", "cost_usd", "counterfactual_cost_usd", "prompt_tokens", "cached_tokens",
-    "completion_tokens", "reasoning_tokens", "ttft_ms", "latency_ms", "streamed", "partial", "estimated", "status",
-    "calls",
+    "request_id", "client_request_id", "kind", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "workflow",
+    "reason", "prompt", "quality", "comment", "cost_usd", "cost_nusd", "counterfactual_cost_usd",
+    "counterfactual_nusd", "counterfactual_method", "refused_estimate_usd", "refused_estimate_nusd",
+    "billed_failures", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "ttft_ms",
+    "latency_ms", "streamed", "partial", "estimated", "status", "calls",
 ]
-GROUPINGS = ("tier", "model", "day", "complexity")
+# what a report can group by, combinably ("tier,model", or --by given several times)
+DIMENSIONS = ("tenant", "key", "tier", "model", "day", "complexity", "workflow")
+GROUPINGS = DIMENSIONS
+_FIELD_DIMS = ("key", "tier", "model", "complexity", "workflow")  # order of the rollup field parts
+COUNTERFACTUAL_METHOD = (
+    "Per request, what the top tier would have cost for the same request: every agent, debate round and "
+    "aggregator of the top tier's plan, at its models' prices (long-context and service-tier rates included), "
+    "for the request's prompt, with each call's output length the mean of the top tier's own calls in the "
+    "request's complexity bucket (learned from this ledger; until 20 such calls exist, the request's own answer "
+    "length). Requests that ran on the top tier count their real cost. 'measured' rows come from shadow runs."
+)
 
 
 def parse_since(since: str | None, now: datetime | None = None) -> datetime:
@@ -55,66 +67,121 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-async def report(redis: Redis, tenant: str, since: str | None = "7d", by: str = "tier") -> list[dict[str, Any]]:
-    """Rows of requests, cost, average cost, quality, cost-per-quality and savings vs the top tier.
+def parse_by(by: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """'tier', 'tier,model' or ['tier', 'model'] -> ('tier', 'model'); unknown names are a ValueError."""
+    if not by:
+        return ("tier",)
+    parts: list[str] = []
+    for b in [by] if isinstance(by, str) else list(by):
+        parts += [x.strip() for x in b.split(",") if x.strip()]
+    bad = [x for x in parts if x not in DIMENSIONS]
+    if bad or not parts:
+        raise ValueError(f"by must be one or more of {', '.join(DIMENSIONS)} (comma-separated)")
+    return tuple(dict.fromkeys(parts))
+
+
+async def report(redis: Redis, tenant: str | None, since: str | None = "7d",
+                 by: str | list[str] | tuple[str, ...] = "tier") -> list[dict[str, Any]]:
+    """Rows of requests, refusals, cost, average cost, quality, cost-per-quality and signed savings
+    against the top tier, grouped by any combination of DIMENSIONS; ``tenant=None`` = every tenant.
 
     Day granularity: ``since`` selects whole UTC days. Cost-per-quality is the
     cost of the *rated* requests divided by the sum of their scores, i.e. dollars
-    per unit of delivered quality; ``None`` until something is rated.
+    per unit of delivered quality; ``None`` until something is rated. Money is
+    summed in integer nano-USD and only then turned into dollars.
     """
-    if by not in GROUPINGS:
-        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
+    dims = parse_by(by)
     now = datetime.now(timezone.utc)
     days = _days(parse_since(since, now), now)
+    names = [tenant] if tenant else await tenants(redis)
     async with redis.pipeline(transaction=False) as p:
-        for d in days:
-            p.hgetall(rk.rollup(tenant, d))
+        for t in names:
+            for d in days:
+                p.hgetall(rk.rollup(t, d))
         hashes = await p.execute()
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for day, h in zip(days, hashes):
+    it = iter(hashes)
+    return aggregate(((t, d, next(it)) for t in names for d in days), dims)
+
+
+def parse_field(k: Any) -> tuple[dict[str, str], str] | None:
+    """A rollup field -> ({key, tier, model, complexity, workflow}, metric); None for another layout."""
+    parts = _s(k).split("|")
+    if len(parts) != 6:
+        return None
+    return dict(zip(_FIELD_DIMS, parts[:5])), parts[5]
+
+
+def aggregate(hashes: Iterable[tuple[str, str, dict[Any, Any]]], dims: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Report rows from (tenant, day, rollup hash) triples, grouped by ``dims``; sums in integers."""
+    acc: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for t, day, h in hashes:
         for k, v in h.items():
-            parts = _s(k).split("|")
-            if by == "complexity":
-                if parts[0] != "cx":
-                    continue
-                group, metric = parts[1], parts[3]
-            else:
-                if parts[0] == "cx":
-                    continue
-                tier, model, metric = parts
-                group = {"tier": tier, "model": model, "day": day}[by]
-            acc[group][metric] += int(_s(v))
-    return [_row(by, g, m) for g, m in sorted(acc.items())]
+            f = parse_field(k)
+            if f is None:
+                continue
+            vals, metric = f
+            vals["tenant"], vals["day"] = t, day
+            acc[tuple(vals[d] for d in dims)][metric] += int(_s(v))
+    return [_row(dims, g, m) for g, m in sorted(acc.items())]
 
 
-def _row(by: str, group: str, m: dict[str, int]) -> dict[str, Any]:
-    n, cost, cf = m.get("n", 0), from_nusd(m.get("cost", 0)), from_nusd(m.get("cf", 0))
+def _row(dims: tuple[str, ...], group: tuple[str, ...], m: dict[str, int]) -> dict[str, Any]:
+    n, cost, cf = m.get("n", 0), m.get("cost", 0), m.get("cf", 0)
     qn, qsum = m.get("qn", 0), m.get("qsum", 0) / 1_000_000
-    qcost = from_nusd(m.get("qcost", 0))
-    return {
-        by: group,
+    qcost = m.get("qcost", 0)
+    row: dict[str, Any] = dict(zip(dims, group))
+    row.update({
         "requests": n,
-        "cost_usd": cost,
-        "avg_cost_usd": cost / n if n else 0.0,
+        "cost_nusd": cost,
+        "cost_usd": from_nusd(cost),
+        "avg_cost_usd": from_nusd(cost) / n if n else 0.0,
         "quality": qsum / qn if qn else None,
         "rated": qn,
-        "cost_per_quality_usd": qcost / qsum if qsum > 0 else None,
-        "counterfactual_usd": cf,
-        "savings_usd": cf - cost,
+        "cost_per_quality_usd": from_nusd(qcost) / qsum if qsum > 0 else None,
+        "counterfactual_nusd": cf,
+        "counterfactual_usd": from_nusd(cf),
+        # signed: a group that cost more than the top tier would have shows a negative saving
+        "savings_nusd": cf - cost,
+        "savings_usd": from_nusd(cf - cost),
         "savings_pct": 100.0 * (cf - cost) / cf if cf > 0 else None,
+        "counterfactual_estimated": m.get("cfe", 0),
+        "billed_failures": m.get("bf", 0),
+        "refused": m.get("ref", 0),
+        "refused_estimate_nusd": m.get("refest", 0),
+        "refused_estimate_usd": from_nusd(m.get("refest", 0)),
         "prompt_tokens": m.get("pt", 0),
         "completion_tokens": m.get("ct", 0),
         "cached_tokens": m.get("cached", 0),
         "reasoning_tokens": m.get("rt", 0),
-    }
+    })
+    return row
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums of integer nano-USD; savings are net *and* split into the groups that saved and the groups
+    that cost more, so an overspending tier is never netted away."""
     n = sum(r["requests"] for r in rows)
-    cost = sum(r["cost_usd"] for r in rows)
-    cf = sum(r["counterfactual_usd"] for r in rows)
-    return {"requests": n, "cost_usd": cost, "avg_cost_usd": cost / n if n else 0.0, "counterfactual_usd": cf,
-            "savings_usd": cf - cost, "savings_pct": 100.0 * (cf - cost) / cf if cf > 0 else None}
+    cost = sum(r["cost_nusd"] for r in rows)
+    cf = sum(r["counterfactual_nusd"] for r in rows)
+    gain = sum(r["savings_nusd"] for r in rows if r["savings_nusd"] > 0)
+    loss = sum(r["savings_nusd"] for r in rows if r["savings_nusd"] < 0)
+    refused = sum(r.get("refused", 0) for r in rows)
+    return {"requests": n, "cost_nusd": cost, "cost_usd": from_nusd(cost),
+            "avg_cost_usd": from_nusd(cost) / n if n else 0.0,
+            "counterfactual_nusd": cf, "counterfactual_usd": from_nusd(cf),
+            "savings_nusd": cf - cost, "savings_usd": from_nusd(cf - cost),
+            "savings_pct": 100.0 * (cf - cost) / cf if cf > 0 else None,
+            "savings_gained_usd": from_nusd(gain), "savings_lost_usd": from_nusd(loss),
+            "refused": refused, "refused_estimate_usd": from_nusd(sum(r.get("refused_estimate_nusd", 0) for r in rows))}
+
+
+def report_meta(price_version: str | None = None) -> dict[str, Any]:
+    """What every report names: the price map it was priced with and how savings were counted."""
+    if price_version is None:
+        from .prices import price_map_version  # noqa: PLC0415
+
+        price_version = price_map_version()
+    return {"price_map_version": price_version, "counterfactual_method": COUNTERFACTUAL_METHOD}
 
 
 async def tenants(redis: Redis) -> list[str]:
@@ -150,15 +217,37 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
     return out
 
 
+def iso_ts(ts: float | None) -> str | None:
+    """ISO-8601 UTC with milliseconds, e.g. 2026-12-02T03:46:19.123Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
     calls = r.get("calls") or []
+    cost_n = r.get("cost_nusd")
+    if cost_n is None:  # a row written before nano-USD records
+        cost_n = sum(int(c.get("cost_nusd") or round((c.get("cost_usd") or 0) * 1e9)) for c in calls)
+    cf_n = r.get("counterfactual_nusd")
+    if cf_n is None:
+        cf_n = int(round((r.get("counterfactual_cost_usd") or 0) * 1e9))
+    ref_n = r.get("refused_estimate_nusd")
     row = {
-        "request_id": r["request_id"], "client_request_id": r.get("client_request_id"), "tenant": r["tenant"], "key_id": r.get("key_id"), "ts": r.get("ts"),
+        "request_id": r["request_id"], "client_request_id": r.get("client_request_id"),
+        "kind": r.get("kind") or "request", "tenant": r["tenant"],
+        "key_id": r.get("key_id"), "ts": iso_ts(r.get("ts")),
         "virtual_model": r.get("virtual_model"), "tier": r.get("tier"), "model": r.get("model"),
-        "complexity": r.get("complexity"), "reason": r.get("reason"), "prompt": r.get("prompt"),
+        "complexity": r.get("complexity"), "workflow": r.get("workflow") or None, "reason": r.get("reason"),
+        "prompt": r.get("prompt"),
         "quality": int(_s(q)) / 1_000_000 if q is not None else None,
         "comment": _s(comment) if comment else None,
-        "cost_usd": r.get("cost_usd"), "counterfactual_cost_usd": r.get("counterfactual_cost_usd"),
+        # decimal strings derived from the integers: exact, and never printed as 1.1e-05
+        "cost_usd": usd_str(cost_n), "cost_nusd": int(cost_n),
+        "counterfactual_cost_usd": usd_str(cf_n), "counterfactual_nusd": int(cf_n),
+        "counterfactual_method": r.get("counterfactual_method"),
+        "refused_estimate_usd": usd_str(ref_n) if ref_n is not None else None, "refused_estimate_nusd": ref_n,
+        "billed_failures": sum(1 for c in calls if c.get("billed_failure")),
         "prompt_tokens": sum(c.get("prompt_tokens", 0) for c in calls),
         "cached_tokens": sum(c.get("cached_tokens", 0) for c in calls),
         "completion_tokens": sum(c.get("completion_tokens", 0) for c in calls),
@@ -186,17 +275,30 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
         import pyarrow as pa  # noqa: PLC0415 - optional, export only
         import pyarrow.parquet as pq  # noqa: PLC0415
 
+        dec = pa.decimal128(20, 9)  # exact dollars to the nano-dollar
         schema = pa.schema([
-            ("request_id", pa.string()), ("client_request_id", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()), ("ts", pa.float64()),
+            ("request_id", pa.string()), ("client_request_id", pa.string()), ("kind", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()),
+            ("ts", pa.timestamp("ms", tz="UTC")),
             ("virtual_model", pa.string()), ("tier", pa.string()), ("model", pa.string()),
-            ("complexity", pa.float64()), ("reason", pa.string()), ("prompt", pa.string()),
-            ("quality", pa.float64()), ("comment", pa.string()), ("cost_usd", pa.float64()),
-            ("counterfactual_cost_usd", pa.float64()), ("prompt_tokens", pa.int64()), ("cached_tokens", pa.int64()),
+            ("complexity", pa.float64()), ("workflow", pa.string()), ("reason", pa.string()), ("prompt", pa.string()),
+            ("quality", pa.float64()), ("comment", pa.string()), ("cost_usd", dec), ("cost_nusd", pa.int64()),
+            ("counterfactual_cost_usd", dec), ("counterfactual_nusd", pa.int64()),
+            ("counterfactual_method", pa.string()), ("refused_estimate_usd", dec),
+            ("refused_estimate_nusd", pa.int64()), ("billed_failures", pa.int64()),
+            ("prompt_tokens", pa.int64()), ("cached_tokens", pa.int64()),
             ("completion_tokens", pa.int64()), ("reasoning_tokens", pa.int64()), ("ttft_ms", pa.float64()),
             ("latency_ms", pa.float64()), ("streamed", pa.bool_()), ("partial", pa.bool_()),
             ("estimated", pa.bool_()), ("status", pa.string()), ("calls", pa.string()),
         ])
-        table = pa.Table.from_pylist(rows, schema=schema)
+        cols = {f.name for f in schema}
+        typed = []
+        for r in rows:
+            t = {k: v for k, v in r.items() if k in cols}
+            t["ts"] = datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) if r.get("ts") else None
+            for k in ("cost_usd", "counterfactual_cost_usd", "refused_estimate_usd"):
+                t[k] = Decimal(r[k]) if r.get(k) is not None else None
+            typed.append(t)
+        table = pa.Table.from_pylist(typed, schema=schema)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
@@ -215,8 +317,16 @@ async def usage(redis: Redis, tenant: str, key_id: str | None = None, since: str
     if key_id:
         budgets += await store.show(rk.scope_key(key_id))
     scope = rk.scope_tenant(tenant)
-    spend = {p: from_nusd(await redis.hget(rk.spend(tenant, scope), period_field(p)) or 0)
-             for p in ("day", "month", "total")}
+    spend = {p: from_nusd(await redis.hget(rk.spend(tenant, scope), period_field(p)) or 0) for p in ("day", "month", "total")}
+    spend_nusd = {p: int(_s(await redis.hget(rk.spend(tenant, scope), period_field(p)) or 0)) for p in ("day", "month", "total")}
     rows = await report(redis, tenant, since, "tier")
-    return {"tenant": tenant, "key_id": key_id, "spend_usd": spend, "budgets": budgets,
-            "since": since, "by_tier": rows, "totals": totals(rows)}
+    return {"tenant": tenant, "key_id": key_id, "spend_usd": spend, "spend_nusd": spend_nusd, "budgets": budgets,
+            "since": since, "by_tier": rows, "totals": totals(rows), **report_meta()}
+
+
+async def measured_savings(redis: Redis, tenant: str | None, since: str | None = "7d",
+                           top_tier: str | None = None) -> dict[str, Any]:
+    """Shadow-run measurements next to the estimated figures (see accounting/evaluation.py)."""
+    from .evaluation import eval_rows, measured  # noqa: PLC0415
+
+    return measured(await eval_rows(redis, tenant, since), top_tier)

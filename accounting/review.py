@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from . import redis_keys as rk
 from .budgets import period_field
 from .models import from_nusd, to_nusd
-from .reports import _days, _flatten, _row, _s, parse_since
+from .reports import _days, _flatten, _s, aggregate, parse_by, parse_field, parse_since
 
 SERIES_BY = ("tier", "model", "tenant", "key")
 
@@ -110,11 +110,11 @@ async def series(redis: Redis, tenants: list[str], by: str = "tier", since: str 
     else:
         for t, d, h in await _rollups(redis, tenants, days):
             for k, v in h.items():
-                parts = _s(k).split("|")
-                if parts[0] == "cx" or len(parts) != 3 or parts[2] not in ("cost", "n"):
+                f = parse_field(k)
+                if f is None or f[1] not in ("cost", "n"):
                     continue
-                group = {"tier": parts[0], "model": parts[1], "tenant": t}[by]
-                (cost if parts[2] == "cost" else reqs)[group][d] += int(_s(v))
+                group = {"tier": f[0]["tier"], "model": f[0]["model"], "tenant": t}[by]
+                (cost if f[1] == "cost" else reqs)[group][d] += int(_s(v))
     groups = sorted(set(cost) | set(reqs))
     return {
         "by": by, "days": days,
@@ -134,10 +134,10 @@ async def routing(redis: Redis, tenants: list[str], since: str | None = "30d") -
     acc: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for _, _, h in await _rollups(redis, tenants, days):
         for k, v in h.items():
-            parts = _s(k).split("|")
-            if parts[0] != "cx" or len(parts) != 4:
+            f = parse_field(k)
+            if f is None:
                 continue
-            acc[(parts[1], parts[2])][parts[3]] += int(_s(v))
+            acc[(f[0]["complexity"], f[0]["tier"])][f[1]] += int(_s(v))
     cells = []
     for (bucket, tier), m in sorted(acc.items()):
         qsum, qn = m.get("qsum", 0) / 1_000_000, m.get("qn", 0)
@@ -175,6 +175,8 @@ async def ledger_rows(redis: Redis, tenants: list[str], since_ts: float | None =
                 r = orjson.loads(raw)
                 row = _flatten(r, None, None)
                 row["_cost_nusd"] = _cost_nusd(r)
+                row["ts"] = r.get("ts")  # unix seconds here: the pages sort and bucket by it
+                row["cost_usd"] = from_nusd(row["_cost_nusd"])
                 if row["ts"] is None:
                     continue
                 if all(_match(row, k, v) for k, v in filters.items()):
@@ -221,10 +223,10 @@ async def daily_cost(redis: Redis, tenant: str, days: list[str], tier: str | Non
     for _, _, h in await _rollups(redis, [tenant], days):
         total = 0
         for k, v in h.items():
-            parts = _s(k).split("|")
-            if parts[0] == "cx" or len(parts) != 3 or parts[2] != "cost":
+            f = parse_field(k)
+            if f is None or f[1] != "cost":
                 continue
-            if (tier and parts[0] != tier) or (model and parts[1] != model):
+            if (tier and f[0]["tier"] != tier) or (model and f[0]["model"] != model):
                 continue
             total += int(_s(v))
         out.append(total)
@@ -279,25 +281,10 @@ async def burn_down(redis: Redis, status: dict[str, Any], now: datetime | None =
 
 async def report_all(redis: Redis, tenants: list[str], since: str | None = "7d", by: str = "tier") -> list[dict[str, Any]]:
     """reports.report over several tenants, summed in integers before converting (one tenant: identical rows)."""
-    if by not in ("tier", "model", "day", "complexity"):
-        raise ValueError("by must be one of tier, model, day, complexity")
+    dims = parse_by(by)
     now = datetime.now(timezone.utc)
     days = _days(parse_since(since, now), now)
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for _, day, h in await _rollups(redis, tenants, days):
-        for k, v in h.items():
-            parts = _s(k).split("|")
-            if by == "complexity":
-                if parts[0] != "cx" or len(parts) != 4:
-                    continue
-                group, metric = parts[1], parts[3]
-            else:
-                if parts[0] == "cx" or len(parts) != 3:
-                    continue
-                tier, model, metric = parts
-                group = {"tier": tier, "model": model, "day": day}[by]
-            acc[group][metric] += int(_s(v))
-    return [_row(by, g, m) for g, m in sorted(acc.items())]
+    return aggregate(await _rollups(redis, tenants, days), dims)
 
 
 async def spend_now(redis: Redis, tenants: list[str], now: datetime | None = None) -> dict[str, float]:
@@ -318,7 +305,7 @@ async def refusals(redis: Redis, tenants: list[str], since: str | None = "30d") 
     by_reason: dict[str, int] = defaultdict(int)
     for _, _, h in await _rollups(redis, tenants, _days(start, end)):
         for k, v in h.items():
-            parts = _s(k).split("|")
-            if parts[0] == "refused" and len(parts) >= 2:
-                by_reason[parts[1] if len(parts) > 2 else "budget"] += int(_s(v))
+            f = parse_field(k)
+            if f is not None and f[1].startswith("ref:"):
+                by_reason[f[1][4:]] += int(_s(v))
     return {"total": sum(by_reason.values()), "by_reason": dict(sorted(by_reason.items()))}

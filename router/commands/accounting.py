@@ -220,10 +220,18 @@ def register(app: typer.Typer) -> None:
         state_dir: Optional[Path] = StateOpt,
     ) -> None:
         """Show policies with spend, in-flight reservations and what remains."""
-        from accounting import BudgetStore  # noqa: PLC0415
+        from accounting import BudgetStore, KeyStore  # noqa: PLC0415
 
         prefix = scope or (f"tenant:{tenant}" if tenant else None)
-        rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: BudgetStore(r).show(prefix))
+
+        async def go(r: Any) -> list[dict[str, Any]]:
+            rows = await BudgetStore(r).show(prefix)
+            if tenant and not scope:  # a tenant's view includes the budgets of its keys
+                for k in await KeyStore(r).list(tenant):
+                    rows += await BudgetStore(r).show(f"key:{k.key_id}")
+            return rows
+
+        rows = _run(resolve_redis_url(redis_url, config, state_dir), go)
         if as_json:
             _dump(rows)
         else:
@@ -231,34 +239,78 @@ def register(app: typer.Typer) -> None:
 
     @ledger.command("report")
     def ledger_report(
-        tenant: str = typer.Option(..., "--tenant"),
+        tenant: Optional[str] = typer.Option(None, "--tenant", help="Default: every tenant."),
         since: str = typer.Option("7d", "--since", help="7d, 24h, or an ISO date"),
-        by: str = typer.Option("tier", "--by", help="tier | model | day | complexity"),
+        by: list[str] = typer.Option(["tier"], "--by",
+                                     help="key | tenant | tier | model | day | complexity | workflow; repeat or "
+                                          "comma-separate to combine (--by tier,model)"),
         as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
         state_dir: Optional[Path] = StateOpt,
     ) -> None:
-        """Requests, cost, quality, cost-per-quality and savings against always-top-tier."""
+        """Requests, refusals, cost, quality, cost-per-quality and signed savings against always-top-tier,
+        with the savings that shadow runs measured next to the estimated ones."""
         from accounting import reports  # noqa: PLC0415
 
         try:
-            rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: reports.report(r, tenant, since, by))
+            dims = reports.parse_by(by)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
+
+        async def go(r: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            return await reports.report(r, tenant, since, dims), await reports.measured_savings(r, tenant, since)
+
+        rows, meas = _run(resolve_redis_url(redis_url, config, state_dir), go)
         tot = reports.totals(rows)
+        meta = reports.report_meta()
         if as_json:
-            _dump({"tenant": tenant, "since": since, "by": by, "rows": rows, "totals": tot})
+            _dump({"tenant": tenant, "since": since, "by": list(dims), "rows": rows, "totals": tot,
+                   "measured": meas, **meta})
             return
-        t = Table(by, "requests", "cost", "avg cost", "quality", "rated", "cost/quality", "top-tier cost", "savings",
-                  title=f"{tenant} since {since}")
+        mt = {m["tier"]: m for m in meas["by_tier"]}
+        t = Table(*dims, "requests", "refused", "cost", "avg cost", "quality", "rated", "cost/quality",
+                  "top-tier cost (est.)", "savings (est.)", "savings (measured, 95% CI/request)",
+                  title=f"{tenant or 'all tenants'} since {since}")
         for r in rows:
-            t.add_row(str(r[by]), str(r["requests"]), _money(r["cost_usd"]), _money(r["avg_cost_usd"], 6),
-                      "-" if r["quality"] is None else f"{r['quality']:.3f}", str(r["rated"]),
-                      _money(r["cost_per_quality_usd"], 6), _money(r["counterfactual_usd"]),
-                      _money(r["savings_usd"]) + ("" if r["savings_pct"] is None else f" ({r['savings_pct']:.0f}%)"))
-        t.add_row("[bold]total[/]", str(tot["requests"]), _money(tot["cost_usd"]), _money(tot["avg_cost_usd"], 6),
-                  "", "", "", _money(tot["counterfactual_usd"]),
-                  _money(tot["savings_usd"]) + ("" if tot["savings_pct"] is None else f" ({tot['savings_pct']:.0f}%)"))
+            m = mt.get(r.get("tier", "")) if dims == ("tier",) else None
+            t.add_row(*(str(r[d]) for d in dims), str(r["requests"]), str(r["refused"]), _money(r["cost_usd"]),
+                      _money(r["avg_cost_usd"], 6), "-" if r["quality"] is None else f"{r['quality']:.3f}",
+                      str(r["rated"]), _money(r["cost_per_quality_usd"], 6), _money(r["counterfactual_usd"]),
+                      _money(r["savings_usd"]) + ("" if r["savings_pct"] is None else f" ({r['savings_pct']:.0f}%)"),
+                      _measured(m))
+        t.add_row("[bold]total[/]", *([""] * (len(dims) - 1)), str(tot["requests"]), str(tot["refused"]),
+                  _money(tot["cost_usd"]), _money(tot["avg_cost_usd"], 6), "", "", "",
+                  _money(tot["counterfactual_usd"]),
+                  _money(tot["savings_usd"]) + ("" if tot["savings_pct"] is None else f" ({tot['savings_pct']:.0f}%)"),
+                  "")
         out.print(t)
+        out.print(f"saved where cheaper {_money(tot['savings_gained_usd'])}, lost where dearer "
+                  f"{_money(tot['savings_lost_usd'])}; refused {tot['refused']} request(s) worth up to "
+                  f"{_money(tot['refused_estimate_usd'])}")
+        rq = meas["routing"]
+        if rq["labelled"]:
+            out.print(f"routing on {rq['labelled']} labelled row(s): APGR {rq['apgr'] if rq['apgr'] is None else round(rq['apgr'], 3)}, "
+                      f"PGR as routed {rq['pgr'] if rq['pgr'] is None else round(rq['pgr'], 3)}")
+        out.print(f"prices: {meta['price_map_version']}. Counterfactual: {meta['counterfactual_method']}")
+
+    @ledger.command("labelled")
+    def ledger_labelled(
+        tenant: Optional[str] = typer.Option(None, "--tenant", help="Default: every tenant."),
+        since: Optional[str] = typer.Option(None, "--since"),
+        output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default stdout)."),
+        redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt, state_dir: Optional[Path] = StateOpt,
+    ) -> None:
+        """Shadow-labelled rows (prompt + label: 1 = the cheap tier fell short) as JSONL for `triage train`."""
+        from accounting.evaluation import eval_rows, training_rows  # noqa: PLC0415
+
+        rows = training_rows(_run(resolve_redis_url(redis_url, config, state_dir),
+                                  lambda r: eval_rows(r, tenant, since)))
+        data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        if output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            output.write_bytes(data)
+            err.print(f"wrote {len(rows)} labelled rows to {output}")
 
     @ledger.command("export")
     def ledger_export(
@@ -282,6 +334,14 @@ def register(app: typer.Typer) -> None:
             sys.stdout.flush()
         else:
             err.print(f"wrote {len(rows)} rows to {output}")
+
+
+def _measured(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "-"
+    ci = m["saving_per_request_ci95_usd"]
+    s = _money(m["saving_per_request_usd"], 6) + (f" [{_money(ci[0], 6)}, {_money(ci[1], 6)}]" if ci else "")
+    return s + f" n={m['samples']}"
 
 
 def _budget_table(rows: list[dict[str, Any]]) -> None:

@@ -182,13 +182,17 @@ async def set_tenant(request: Request, tenant: str) -> Response:
 
 
 @admin_router.get("/admin/ledger/report")
-async def ledger_report(request: Request, tenant: str, since: str = "7d", by: str = "tier") -> Response:
+async def ledger_report(request: Request, tenant: str | None = None, since: str = "7d", by: str = "tier") -> Response:
+    """tenant omitted: every tenant; by: one or more of reports.DIMENSIONS, comma-separated."""
     require_master(request)
+    acct = _accountant(request)
     try:
-        rows = await reports.report(_accountant(request).redis, tenant, since, by)
+        rows = await reports.report(acct.redis, tenant, since, by)
+        measured = await reports.measured_savings(acct.redis, tenant, since)
     except ValueError as e:
-        raise bad_request(str(e)) from None
-    return _json({"tenant": tenant, "since": since, "by": by, "rows": rows, "totals": reports.totals(rows)})
+        raise bad_request(str(e), param="by") from None
+    return _json({"tenant": tenant, "since": since, "by": list(reports.parse_by(by)), "rows": rows,
+                  "totals": reports.totals(rows), "measured": measured, **reports.report_meta(acct.prices.version)})
 
 
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
