@@ -242,11 +242,11 @@ def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
         "prompt": r.get("prompt"),
         "quality": int(_s(q)) / 1_000_000 if q is not None else None,
         "comment": _s(comment) if comment else None,
-        # decimal strings derived from the integers: exact, and never printed as 1.1e-05
-        "cost_usd": usd_str(cost_n), "cost_nusd": int(cost_n),
-        "counterfactual_cost_usd": usd_str(cf_n), "counterfactual_nusd": int(cf_n),
+        # derived from the integers (CSV and Parquet write them as exact decimals, see write_export)
+        "cost_usd": from_nusd(cost_n), "cost_nusd": int(cost_n),
+        "counterfactual_cost_usd": from_nusd(cf_n), "counterfactual_nusd": int(cf_n),
         "counterfactual_method": r.get("counterfactual_method"),
-        "refused_estimate_usd": usd_str(ref_n) if ref_n is not None else None, "refused_estimate_nusd": ref_n,
+        "refused_estimate_usd": from_nusd(ref_n) if ref_n is not None else None, "refused_estimate_nusd": ref_n,
         "billed_failures": sum(1 for c in calls if c.get("billed_failure")),
         "prompt_tokens": sum(c.get("prompt_tokens", 0) for c in calls),
         "cached_tokens": sum(c.get("cached_tokens", 0) for c in calls),
@@ -259,6 +259,19 @@ def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
     return row
 
 
+_MONEY = {"cost_usd": "cost_nusd", "counterfactual_cost_usd": "counterfactual_nusd",
+          "refused_estimate_usd": "refused_estimate_nusd"}
+
+
+def _decimal_money(r: dict[str, Any]) -> dict[str, Any]:
+    """Dollar columns as exact decimal strings from their nano-USD twins: never 1.1e-05, never rounded."""
+    out = dict(r)
+    for usd, n in _MONEY.items():
+        if usd in r:
+            out[usd] = usd_str(r[n]) if r.get(n) is not None else None
+    return out
+
+
 def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | None = None) -> bytes | None:
     """Serialize rows as jsonl, csv or parquet; to ``dest`` if given, else return the bytes."""
     rows = list(rows)
@@ -269,7 +282,7 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+            w.writerow({k: ("" if v is None else v) for k, v in _decimal_money(r).items()})
         data = buf.getvalue().encode()
     elif fmt == "parquet":
         import pyarrow as pa  # noqa: PLC0415 - optional, export only
@@ -295,8 +308,9 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
         for r in rows:
             t = {k: v for k, v in r.items() if k in cols}
             t["ts"] = datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) if r.get("ts") else None
-            for k in ("cost_usd", "counterfactual_cost_usd", "refused_estimate_usd"):
-                t[k] = Decimal(r[k]) if r.get(k) is not None else None
+            for k, v in _decimal_money(r).items():
+                if k in _MONEY:
+                    t[k] = Decimal(v) if v is not None else None
             typed.append(t)
         table = pa.Table.from_pylist(typed, schema=schema)
         sink = pa.BufferOutputStream()

@@ -89,7 +89,8 @@ async def test_refusals_are_ledgered_and_reported(acct):
     assert rows[0]["refused"] == 1 and rows[0]["refused_estimate_usd"] == pytest.approx(0.0025)
     assert rows[0]["requests"] == 0 and rows[0]["cost_nusd"] == 0
     exp = await reports.export_rows(acct.redis, "poor")
-    assert exp[0]["kind"] == "refusal" and exp[0]["refused_estimate_usd"] == "0.002500000"
+    assert exp[0]["kind"] == "refusal" and exp[0]["refused_estimate_nusd"] == 2_500_000
+    assert "0.002500000" in reports.write_export(exp, "csv").decode()
     assert int(await acct.redis.hget(rk.spend("poor", f"key:{kid}"), "t") or 0) == 0
 
 
