@@ -49,13 +49,20 @@ log = logging.getLogger("triage.accounting")
 
 class AccountingSettings(BaseModel):
     fail_open: bool = False  # admission when Redis is unreachable: refuse (503) unless this is set
-    # Generous: under overload our own event loop is slow to read the reply, and that is not an outage.
-    redis_timeout_s: float = 2.0
-    connect_timeout_s: float = 1.0
+    # Generous: on a loaded 2-core host our own event loop is slow to read replies, and a Redis that
+    # stalls for a second or two (fork for a snapshot, a busy neighbour) is slow, not down. Only an
+    # unreachable Redis should fail requests, and that shows as a refused or timed-out connect.
+    redis_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    # A connection that fails (stale after a Redis restart, reset by a proxy) is reconnected and the
+    # command sent again this many times before it counts as a failure. Every script is idempotent.
+    connection_retries: int = 1
+    # Idle pooled connections are PINGed before reuse after this long, so a dead one is found first.
+    health_check_interval_s: float = 10.0
     # A blocking pool: a burst waits briefly for a connection instead of failing (redis-py's plain pool
     # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
     max_connections: int = 512  # a burst should wait on Redis, not on our own pool
-    pool_wait_s: float = 2.0
+    pool_wait_s: float = 5.0
     lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
     auth_cache_ttl_s: float = 5.0
     ledger_retention_days: int = 90
@@ -63,8 +70,9 @@ class AccountingSettings(BaseModel):
     idempotency_days: int = 30  # how long a settled request id is remembered (spool replay window)
     spool_dir: str | None = None  # default: <TRIAGE_STATE_DIR or .triage>/spool
     counterfactual_model: str | None = None  # price-book name of the top tier's model
-    breaker_threshold: int = 3
-    breaker_cooldown_s: float = 2.0
+    # Consecutive failures (after retries) that open the breaker; while open, requests wait for one
+    # shared PING instead of each timing out, and the first PING that answers closes it again.
+    breaker_threshold: int = 5
 
 
 def _lua(name: str) -> str:
@@ -101,7 +109,7 @@ class Accountant:
         self.prices = prices
         self.keys = KeyStore(redis)
         self.budgets = BudgetStore(redis)
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
+        self.breaker = CircuitBreaker(settings.breaker_threshold)
         state = os.environ.get("TRIAGE_STATE_DIR", ".triage")
         self.spool = Spool(settings.spool_dir or os.path.join(state, "spool"))
         self._admit = redis.register_script(_lua("admit.lua"))
@@ -125,10 +133,12 @@ class Accountant:
                       prices: PriceBook | None = None) -> "Accountant":
         settings = settings or AccountingSettings()
         # No socket_timeout: redis-py would wrap every write in asyncio.wait_for (a Task per
-        # command). Hot-path calls are bounded by one asyncio.timeout in _call instead. No retries:
-        # the breaker and spool handle failure; retries only stretch the timeout.
+        # command). Hot-path calls are bounded by one asyncio.timeout in _call instead. A connection
+        # error is retried on a fresh connection (stale after a Redis restart); every script is idempotent.
         r = make_client(redis_url, connect_timeout_s=settings.connect_timeout_s, socket_timeout_s=None,
-                        max_connections=settings.max_connections, pool_wait_s=settings.pool_wait_s)
+                        max_connections=settings.max_connections, pool_wait_s=settings.pool_wait_s,
+                        retries=settings.connection_retries,
+                        health_check_interval_s=settings.health_check_interval_s)
         acct = cls(r, settings, prices or PriceBook({}))
         # Redis down at boot must not stop the proxy: admission then follows fail_open/closed.
         if await acct.ready():
@@ -146,18 +156,38 @@ class Accountant:
     # -- health ---------------------------------------------------------------------------------
 
     async def ready(self) -> bool:
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                ok = bool(await self.redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        ok = await self._ping()
+        if ok:
+            self.breaker.success()
+            self._maybe_replay()  # health probes keep draining the spool even when traffic is idle
+        else:
             self.breaker.failure()
-            return False
-        self.breaker.success()
-        self._maybe_replay()  # health probes keep draining the spool even when traffic is idle
         return ok
 
+    async def _ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                return bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def _probe(self) -> bool:
+        """The breaker's health probe; on recovery, drop idle pooled connections (stale since the outage)."""
+        ok = await self._ping()
+        if ok:
+            pool = getattr(self.redis, "connection_pool", None)  # a cluster client keeps one per node
+            if pool is not None:
+                try:
+                    await pool.disconnect(inuse_connections=False)
+                except (RedisError, OSError):
+                    pass
+        return ok
+
+    async def _usable(self) -> bool:
+        return self.breaker.allow() or await self.breaker.usable(self._probe)
+
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        if not self.breaker.allow():
+        if not await self._usable():
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
             async with asyncio.timeout(self.settings.redis_timeout_s):
@@ -182,7 +212,8 @@ class Accountant:
         if not self.breaker.allow():
             if hit is not None:
                 return hit[1]  # stale beats refusing every client during an outage
-            raise AccountingUnavailable("accounting store unavailable (circuit open)")
+            if not await self.breaker.usable(self._probe):
+                raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
             async with asyncio.timeout(self.settings.redis_timeout_s):
                 p = await self.keys.lookup(api_key)

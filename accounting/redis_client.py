@@ -99,23 +99,28 @@ def cluster_url(nodes: list[str], *, tls: bool = False) -> str:
 
 
 def make_client(url: str, *, connect_timeout_s: float = 1.0, socket_timeout_s: float | None = None,
-                max_connections: int = 512, pool_wait_s: float = 2.0, retries: int = 0) -> Any:
+                max_connections: int = 512, pool_wait_s: float = 2.0, retries: int = 0,
+                health_check_interval_s: float = 0) -> Any:
     """An asyncio client for ``url``: ``Redis``, ``Redis`` bound to a Sentinel master, or ``RedisCluster``.
 
-    ``retries`` is 0 on the hot path (the breaker and the spool handle failure). For Cluster a few
-    redirect/topology retries stay on regardless: after a failover the first call to a moved slot
-    must follow MOVED to the promoted replica instead of failing.
+    ``retries``: how often a command that hit a connection error (a pooled connection gone stale
+    after a Redis restart, say) is resent on a fresh connection; only for connection errors, so a
+    timeout is never stretched. For Cluster a few redirect/topology retries stay on regardless:
+    after a failover the first call to a moved slot must follow MOVED to the promoted replica.
+    ``health_check_interval_s``: idle connections are PINGed before reuse after this long (0: never).
     """
     from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - keep import light
     from redis.asyncio.retry import Retry  # noqa: PLC0415
-    from redis.backoff import ExponentialBackoff, NoBackoff  # noqa: PLC0415
+    from redis.backoff import ExponentialBackoff  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
 
     t = parse_redis_url(url)
-    retry = Retry(NoBackoff(), retries)
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), retries, supported_errors=(RedisConnectionError,))
     if t.kind == "single":
         pool = BlockingConnectionPool.from_url(
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
-            max_connections=max_connections, timeout=pool_wait_s, retry=retry, health_check_interval=0,
+            max_connections=max_connections, timeout=pool_wait_s, retry=retry,
+            health_check_interval=health_check_interval_s,
         )
         return Redis(connection_pool=pool)
     auth: dict[str, Any] = {"username": t.username, "password": t.password}
@@ -123,7 +128,7 @@ def make_client(url: str, *, connect_timeout_s: float = 1.0, socket_timeout_s: f
         from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415
 
         conn = {**auth, "socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s,
-                "retry": retry, "db": t.db}
+                "retry": retry, "db": t.db, "health_check_interval": health_check_interval_s}
         if t.ssl:
             conn["ssl"] = True
         sentinel_auth = {"password": t.options["sentinel_password"]} if "sentinel_password" in t.options else {}

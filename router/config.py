@@ -20,6 +20,8 @@ from router.tiers.registry import CONFIG_MODELS, TIER_NAMES, VIRTUAL_MODELS
 
 from router.observe.settings import ObservabilitySpec
 
+from accounting import AccountingSettings
+
 log = logging.getLogger("triage.config")
 
 # Derived from the tier registry; kept here because callers read them from the config module.
@@ -147,12 +149,27 @@ class ServerSpec(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
+def _acct_default(name: str) -> Any:
+    return AccountingSettings.model_fields[name].default
+
+
 class AccountingSpec(BaseModel):
+    """`accounting:` in the config. The Redis knobs default to values that hold on a loaded 2-core host:
+    a slow Redis is waited for; only one that refuses or never answers fails admission (closed)."""
+
     model_config = ConfigDict(extra="allow")
     admission_on_redis_error: Literal["closed", "open"] = "closed"
     settle_unpriced_at_estimate: bool = False
     ledger_retention_days: int = Field(default=90, ge=1)
     spool_dir: str | None = None
+    redis_timeout_s: float = Field(default=_acct_default("redis_timeout_s"), gt=0, le=300)
+    connect_timeout_s: float = Field(default=_acct_default("connect_timeout_s"), gt=0, le=300)
+    connection_retries: int = Field(default=_acct_default("connection_retries"), ge=0, le=10)
+    health_check_interval_s: float = Field(default=_acct_default("health_check_interval_s"), ge=0)
+    max_connections: int = Field(default=_acct_default("max_connections"), ge=1)
+    pool_wait_s: float = Field(default=_acct_default("pool_wait_s"), gt=0, le=300)
+    breaker_threshold: int = Field(default=_acct_default("breaker_threshold"), ge=1)
+    auth_cache_ttl_s: float = Field(default=_acct_default("auth_cache_ttl_s"), ge=0, le=60)
 
 
 class TriageConfig(BaseModel):

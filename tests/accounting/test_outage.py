@@ -21,7 +21,7 @@ PLAN = [PlanEstimate(tier="fast", model="fast", estimate_usd=0.01)]
 
 def _settings(tmp_path, **kw) -> AccountingSettings:
     base = dict(spool_dir=str(tmp_path / "spool"), redis_timeout_s=0.2, connect_timeout_s=0.2,
-                breaker_cooldown_s=0.1, pool_wait_s=0.5)
+                pool_wait_s=0.5)
     return AccountingSettings(**{**base, **kw})
 
 
@@ -98,7 +98,7 @@ async def test_fail_closed_is_bounded_and_breaker_opens(tmp_path, prices):
         with pytest.raises(AccountingUnavailable):
             await acct.admit(p, f"x{i}", PLAN)
     assert time.monotonic() - t0 < 3.0  # bounded timeouts + breaker: not 20 x a hung socket
-    assert acct.breaker.state in ("open", "half-open")
+    assert acct.breaker.state == "open"
     assert await acct.authenticate(plain) == p  # cached principal still answers during the outage
     assert not await acct.ready()
     await acct.close()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+import asyncio
 import math
-
 
 from accounting import count_text_tokens, estimate_prompt_tokens
 from accounting.breaker import CircuitBreaker
@@ -27,22 +27,48 @@ def test_prompt_estimate_is_an_upper_bound():
     assert estimate_prompt_tokens([]) == PER_REQUEST_OVERHEAD
 
 
-def test_breaker_opens_and_half_opens():
-    now = [0.0]
-    b = CircuitBreaker(threshold=2, cooldown=1.0, clock=lambda: now[0])
+def test_breaker_opens_after_threshold_and_closes_on_first_good_probe():
+    b = CircuitBreaker(threshold=2)
     b.failure()
     assert b.allow()
     b.failure()
     assert not b.allow() and b.state == "open"
-    now[0] = 1.5
-    assert b.allow()  # one trial
-    assert not b.allow()
-    b.failure()
-    assert not b.allow()
-    now[0] = 3.0
-    assert b.allow()
-    b.success()
+    assert asyncio.run(b.usable(_answer(False))) is False
+    assert b.state == "open"
+    assert asyncio.run(b.usable(_answer(True))) is True  # no cooldown: the first probe that answers wins
     assert b.state == "closed" and b.allow()
+
+
+def test_breaker_probe_is_shared_and_never_older_than_the_caller():
+    b = CircuitBreaker(threshold=1)
+    b.failure()
+    calls: list[int] = []
+
+    async def run() -> list[bool]:
+        gate = asyncio.Event()
+
+        async def probe() -> bool:
+            calls.append(1)
+            await gate.wait()
+            return len(calls) > 1  # the first probe (started before Redis came back) fails
+
+        first = asyncio.create_task(b.usable(probe))
+        await asyncio.sleep(0)  # the first caller starts the probe
+        late = [asyncio.create_task(b.usable(probe)) for _ in range(5)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(first, *late)
+
+    res = asyncio.run(run())
+    assert res[0] is False
+    assert res[1:] == [True] * 5, "callers that arrived during a failing probe must get a fresh one (shared)"
+    assert len(calls) == 2
+
+
+def _answer(ok: bool):
+    async def probe() -> bool:
+        return ok
+    return probe
 
 
 async def test_spool_keeps_what_fails(tmp_path):
