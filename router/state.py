@@ -51,6 +51,8 @@ class AppState:
         accountant = await Accountant.connect(config.redis_url or "", settings, snap.prices)
         obs = Observability.start(config.observability, accountant)
         obs.providers = {name: ds[0].provider for name, ds in snap.deployments.items() if ds}
+        if obs.metrics is not None:
+            obs.metrics.declare(list(snap.deployments))
         return cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
                    config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
 

@@ -32,6 +32,7 @@ log = logging.getLogger("triage.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+REFUSAL_REASONS = ("budget_exceeded", "max_cost_per_query", "accounting_unavailable")
 CLASSIFIER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -93,6 +94,14 @@ class Metrics:
         self._tenant: dict[tuple[str, ...], list[float]] = {}
         self._clf = [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
         self._flusher: Any = None
+
+    def declare(self, models: list[str]) -> None:
+        """Create the zero series up front, so rate() and alert rules see them before the first event."""
+        for m in models:
+            self.retries.labels(m)
+            self.fallbacks.labels(m)
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)
 
     # -- hot path -------------------------------------------------------------------------------
 

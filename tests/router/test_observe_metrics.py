@@ -179,3 +179,19 @@ def test_folded_histograms_equal_prometheus_observe() -> None:
     assert total(s, "triage_savings_usd_total") == 0  # dearer than the top tier: no negative savings
     assert total(s, "triage_upstream_retries_total") == 4
     assert total(s, "triage_requests_total") == len(lat_ms)
+
+
+def test_shipped_dashboard_and_alert_rules_name_real_metrics(proxy: Proxy) -> None:
+    """Every metric deploy/grafana/triage.json and deploy/prometheus/alerts.yml query exists in /metrics."""
+    import json
+
+    seed(proxy)
+    exposed = {name for name, _, _ in scrape(proxy.root_url)}
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    dash = json.loads((root / "grafana" / "triage.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((root / "prometheus" / "alerts.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {n for e in exprs for n in re.findall(r"\btriage_[a-z_]+\b", e)}
+    assert used and used <= exposed, used - exposed
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
