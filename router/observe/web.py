@@ -9,6 +9,7 @@ exactly its validation.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from importlib import resources
 from typing import Any
@@ -215,7 +216,9 @@ async def metrics(request: Request) -> Response:
     budgets = None
     if m.spec.budget_gauges:
         try:
-            budgets = await BudgetStore(_redis(request)).show()
+            # bounded: a scrape must answer (with triage_accounting_up 0) while Redis is away
+            async with asyncio.timeout(2.0):
+                budgets = await BudgetStore(_redis(request)).show()
         except (RedisError, OSError, TimeoutError):
             budgets = None
     else:

@@ -195,3 +195,27 @@ def test_shipped_dashboard_and_alert_rules_name_real_metrics(proxy: Proxy) -> No
     used = {n for e in exprs for n in re.findall(r"\btriage_[a-z_]+\b", e)}
     assert used and used <= exposed, used - exposed
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_metrics_without_redis_drop_budget_gauges(tmp_path: Path, mock_upstream) -> None:
+    """Redis gone: /metrics still answers, says so, and reports no budget value at all (not 0, not the limit)."""
+    from accounting.redis_server import EmbeddedRedis
+
+    srv = EmbeddedRedis(tmp_path / "redis-gone", persist=False).start()
+    cfg = make_config(mock_upstream.base_url, srv.url)
+    path = tmp_path / "triage.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    server, thread, root = start_proxy(path)
+    try:
+        assert httpx.put(f"{root}/admin/budgets", json={"tenant": "acme", "limit_usd": 5},
+                         headers={"authorization": f"Bearer {MASTER}"}).status_code == 200
+        m = scrape(root)
+        assert total(m, "triage_accounting_up") == 1 and total(m, "triage_budget_remaining_usd") == 5
+        srv.stop()
+        m = scrape(root)
+        assert total(m, "triage_accounting_up") == 0
+        assert not [n for n, _, _ in m if n.startswith("triage_budget_")]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        srv.stop()
