@@ -95,6 +95,8 @@ def serve(
         except ConfigError as e:
             console.print(f"[red]config error[/red]\n{e}")
             raise typer.Exit(2) from None
+        if cfg.derived:
+            console.print(f"  {cfg.derived}")
         url = redis_url or cfg.redis_url
         if not url:
             srv = EmbeddedRedis(state_dir / "redis", persist=True).start()
@@ -164,6 +166,37 @@ def mock_upstream(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", envvar="TRIAGE_CONFIG",
+                                          help="YAML config (a LiteLLM proxy config works as it is)."),
+) -> None:
+    """Print the effective config: derived tiers, mapped LiteLLM settings, secrets redacted."""
+    import yaml
+
+    from router.config import ConfigError, TriageConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = TriageConfig.load(config, defaults_upstream="http://127.0.0.1:0/v1")
+    except ConfigError as e:
+        console.print(f"[red]config error[/red]\n{e}")
+        raise typer.Exit(2) from None
+    out = cfg.model_dump(mode="json", exclude_none=True)
+    if out.get("master_key"):
+        out["master_key"] = "<redacted>"
+    for m in out.get("model_list", ()):
+        if m.get("litellm_params", {}).get("api_key"):
+            m["litellm_params"]["api_key"] = "<redacted>"
+    if cfg.redis_url and "@" in cfg.redis_url:
+        out["redis_url"] = "<redacted>"
+    sys.stdout.write(yaml.safe_dump(out, sort_keys=False))
 
 
 def _register_commands() -> None:

@@ -1,4 +1,7 @@
-"""Configuration: LiteLLM's proxy `model_list` verbatim, plus Triage's `tiers`.
+"""Configuration: a LiteLLM proxy config as it is, plus (optionally) Triage's `tiers`.
+
+LiteLLM's own sections are mapped or named as ignored by router/litellm_compat.py;
+without `tiers`, tiers are derived from the model list and its prices.
 
 Validated with pydantic once at load; errors name the file, the path inside it
 and the reason, so a typo is a one-line fix rather than a stack trace.
@@ -50,7 +53,6 @@ OPENAI_COMPATIBLE: dict[str, str | None] = {
     "perplexity": "https://api.perplexity.ai",
 }
 
-KNOWN_LITELLM_KEYS = {"general_settings", "router_settings", "litellm_settings", "environment_variables"}
 
 
 class ConfigError(ValueError):
@@ -187,7 +189,13 @@ class TriageConfig(BaseModel):
     server: ServerSpec = Field(default_factory=ServerSpec)
     accounting: AccountingSpec = Field(default_factory=AccountingSpec)
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    # From LiteLLM's router_settings / litellm_settings (or set here directly).
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    num_retries: int | None = Field(default=None, ge=0, le=10)
+    drop_params: bool = True
     source: str = "<embedded defaults>"
+    derived: str | None = None         # what tier derivation chose, when the config had no `tiers`
+    ignored: list[str] = Field(default_factory=list)  # LiteLLM settings with no Triage meaning
 
     @field_validator("tiers")
     @classmethod
@@ -222,7 +230,21 @@ class TriageConfig(BaseModel):
             for path, name in spec.referenced_models().items():
                 if name not in names:
                     raise ValueError(f"tiers.{tier}.{path}: '{name}' is not a model_name in model_list")
+        for src, dsts in self.fallbacks.items():
+            for d in [src, *dsts]:
+                if d not in names:
+                    raise ValueError(f"fallbacks: '{d}' is not a model_name in model_list")
+        for spec in self.tiers.values():
+            if not spec.fallbacks:  # a tier's own list wins over LiteLLM's per-model ones
+                spec.fallbacks = [m for m in self.chain(spec.models) if m not in spec.models]
         return self
+
+    def chain(self, models: list[str]) -> list[str]:
+        """Models in order, then their configured fallbacks (LiteLLM's `fallbacks`), each once."""
+        out = list(dict.fromkeys(models))
+        for m in list(out):
+            out.extend(f for f in self.fallbacks.get(m, ()) if f not in out)
+        return out
 
     def entries(self, name: str) -> list[ModelEntry]:
         """All deployments of a model_name (LiteLLM allows several per alias)."""
@@ -241,16 +263,25 @@ class TriageConfig(BaseModel):
     def from_mapping(cls, raw: dict[str, Any], source: str) -> "TriageConfig":
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping")
+        from router import litellm_compat  # noqa: PLC0415 - load time only
+
         raw = dict(raw)
+        ignored = litellm_compat.absorb(raw)
         for key in list(raw):
-            if key in KNOWN_LITELLM_KEYS or key not in cls.model_fields:
-                log.warning("%s: ignoring unsupported key '%s'", source, key)
+            if key not in cls.model_fields or key in ("source", "derived", "ignored"):
+                ignored.append(key)
                 raw.pop(key)
+        if ignored:
+            log.warning("%s: LiteLLM settings Triage ignores: %s", source, ", ".join(ignored))
         try:
             raw = resolve_env(raw)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
         raw["source"] = source
+        raw["ignored"] = ignored
+        if "tiers" not in raw and isinstance(raw.get("model_list"), list):
+            raw["tiers"], raw["derived"] = litellm_compat.derive_tiers(raw["model_list"])
+            log.info("%s: %s", source, raw["derived"])
         if raw.get("master_key") is None and os.environ.get("TRIAGE_MASTER_KEY"):
             raw["master_key"] = os.environ["TRIAGE_MASTER_KEY"]
         if raw.get("redis_url") is None and os.environ.get("REDIS_URL"):

@@ -184,7 +184,10 @@ def _raise_below_minimum(t: PolicyTables, scope: list[TierTable], p: int, reques
 
 def _passthrough(t: PolicyTables, model: str, p: int, requested: int | None, cap: float | None, c: float,
                  signals: list[str], rejected: list[dict[str, Any]]) -> Decision:
-    i, o, native = t.rate[model]
+    chain = t.config.chain([model])  # LiteLLM fallbacks of a concrete model: priced at the dearest
+    native = t.rate[model][2]
+    i = max(t.rate[m][0] for m in chain)
+    o = max(t.rate[m][1] for m in chain)
     r = (i, o)
     answer = requested or (t.default_max + (cost.NATIVE_THINK["medium"] if native else 0))
     plans: list[Plan] = []
@@ -194,12 +197,12 @@ def _passthrough(t: PolicyTables, model: str, p: int, requested: int | None, cap
             rejected.append({"tier": "passthrough", "estimate_usd": est, "why": f"over cap ${cap:.6f}"})
             continue
         if not plans or a < plans[-1].max_tokens:
-            plans.append(Plan(tier="passthrough", models=[model], max_tokens=a, estimate_usd=est, note=note,
+            plans.append(Plan(tier="passthrough", models=chain, max_tokens=a, estimate_usd=est, note=note,
                               prompt_tokens=p, answer_tokens=a))
     if not plans and cap is not None:
         fit = cost.tokens_within(r, p, cap, answer) if o > 0 else answer
         if fit >= MIN_ANSWER_TOKENS:
-            plans.append(Plan(tier="passthrough", models=[model], max_tokens=fit, estimate_usd=cost.call_cost(r, p, fit),
+            plans.append(Plan(tier="passthrough", models=chain, max_tokens=fit, estimate_usd=cost.call_cost(r, p, fit),
                               note=f"max_tokens {answer}->{fit} (cap)", prompt_tokens=p, answer_tokens=fit))
         else:
             lo = cost.call_cost(r, p, MIN_ANSWER_TOKENS)

@@ -18,7 +18,7 @@ from router.upstream import Deployment
 log = logging.getLogger("triage.runtime")
 
 
-def deployment_for(entry: ModelEntry) -> Deployment:
+def deployment_for(entry: ModelEntry, drop_params: bool = True) -> Deployment:
     from router.config import OPENAI_COMPATIBLE
 
     p = entry.litellm_params
@@ -49,6 +49,7 @@ def deployment_for(entry: ModelEntry) -> Deployment:
         stream_idle_timeout=p.stream_timeout or p.timeout,
         headers=dict(p.extra_headers),
         supports_reasoning=bool(entry.model_info.supports_reasoning),
+        drop_params=drop_params,
     )
 
 
@@ -67,7 +68,7 @@ class Snapshot:
         specs: dict[str, PriceSpec] = {}
         for entry in config.model_list:
             try:
-                deployments.setdefault(entry.model_name, []).append(deployment_for(entry))
+                deployments.setdefault(entry.model_name, []).append(deployment_for(entry, config.drop_params))
             except ValueError as e:
                 raise ValueError(f"{config.source}: {e}") from None
             specs.setdefault(

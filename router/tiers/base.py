@@ -34,11 +34,15 @@ class TierConfig(BaseModel):
     models: list[str] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     quality: float | None = Field(default=None, ge=0, le=1)
+    # tried after `models` when they fail; filled from LiteLLM's `fallbacks` when not given
+    fallbacks: list[str] = Field(default_factory=list)
 
     def referenced_models(self) -> dict[str, str]:
         """Every model_name this section names, by its path in the section, so the config can check
         each is in model_list."""
-        return {f"models[{i}]": m for i, m in enumerate(self.models)}
+        refs = {f"models[{i}]": m for i, m in enumerate(self.models)}
+        refs.update({f"fallbacks[{i}]": m for i, m in enumerate(self.fallbacks)})
+        return refs
 
 
 @dataclass(slots=True)
@@ -96,6 +100,7 @@ class ExecContext:
     budget_usd: float                  # the admitted reservation: a plan must not spend beyond it
     calls: list["UpstreamCall"] = field(default_factory=list)
     want_transcript: bool = False
+    num_retries: int | None = None     # config's num_retries (LiteLLM); None = the default attempt bound
     transcript: list[dict[str, Any]] = field(default_factory=list)
     # What the tier observed while answering (deliberation agreement, cascade escalation), for the ledger.
     outcome: dict[str, Any] = field(default_factory=dict)

@@ -38,7 +38,8 @@ class TierTable:
         self.name = tier.name
         self.quality = spec.quality if spec.quality is not None else tier.default_quality
         self.models = list(spec.models)
-        self.chain = list(dict.fromkeys(spec.models))
+        # the tier's models, then their fallbacks: estimates price the dearest of them
+        self.chain = list(dict.fromkeys([*spec.models, *spec.fallbacks]))
         self.rates: list[cost.Rate] = [(rate[m][0], rate[m][1]) for m in self.chain]
         self.native_all = all(rate[m][2] for m in self.chain)
         self.native_any = any(rate[m][2] for m in self.chain)

@@ -25,6 +25,7 @@ class Deployment:
     stream_idle_timeout: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     supports_reasoning: bool = False
+    drop_params: bool = True           # litellm path: drop params the provider lacks (litellm_settings.drop_params)
     # Precomputed once so the hot path only does lookups.
     url: str = field(init=False, repr=False)
     _headers: dict[str, str] = field(init=False, repr=False)

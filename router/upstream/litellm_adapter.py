@@ -34,7 +34,7 @@ def _kwargs(dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     # Retries/fallbacks are the router's job; params a provider lacks are dropped as LiteLLM proxy does.
     kw["num_retries"] = 0
     kw["max_retries"] = 0
-    kw["drop_params"] = True
+    kw["drop_params"] = dep.drop_params
     return kw
 
 

@@ -58,8 +58,8 @@ def test_litellm_config_verbatim_with_minimal_tiers(tmp_path: Path, monkeypatch:
     assert cfg.entries("small")[0].litellm_params.api_key == "sk-from-env"
     assert cfg.tiers["deliberate"].models == ["big", "big", "big"] and cfg.tiers["deliberate"].strategy == "vote"
     assert cfg.tiers["reasoning"].reasoning_effort == "medium"
-    for key in ("general_settings", "router_settings", "litellm_settings"):
-        assert key in caplog.text, "unknown LiteLLM keys are ignored with a warning"
+    assert cfg.master_key == "sk-1234" and cfg.drop_params is True, "mapped LiteLLM settings"
+    assert "router_settings.routing_strategy" in caplog.text, "unmapped LiteLLM settings are named in a warning"
     snap = Snapshot.build(cfg)
     small, claude, custom = snap.deployments["small"][0], snap.deployments["claude"][0], snap.deployments["custom"][0]
     assert (small.provider, small.model, small.url) == ("openai", "gpt-4o-mini", "https://api.openai.com/v1/chat/completions")
