@@ -232,7 +232,7 @@ class Plan:
     """Everything needed to render one response, computed once per request."""
 
     __slots__ = ("model", "prompt", "cached", "visible", "reasoning", "finish", "pieces", "lps",
-                 "latency", "ttft", "itl", "fault", "rule", "after")
+                 "latency", "ttft", "itl", "fault", "rule", "after", "tool_calls", "n")
 
     def __init__(self, state: MockState, model: str, messages: list[Any], body: dict[str, Any],
                  hdr: dict[str, str], prefix: list[Any] | None = None) -> None:
@@ -257,6 +257,20 @@ class Plan:
             self.pieces = mm.content_for(model, question, self.visible, s.disagreement, dm.sample_key(body))
             lps = [-0.001 if i < 2 else -0.05 for i in range(len(self.pieces))]
         self.lps = lps if body.get("logprobs") else None
+        n = body.get("n")
+        self.n = n if isinstance(n, int) and n > 1 else 1
+        self.tool_calls = mm.tool_calls_for(model, messages, body, s.disagreement)
+        if self.tool_calls:
+            self.pieces, self.lps = [], None
+            self.visible = mm.tool_call_tokens(self.tool_calls)
+            self.finish = "tool_calls"
+        else:
+            js = mm.structured_content(model, question, body.get("response_format"), s.disagreement)
+            if js is not None:
+                self.pieces = mm.pieces_of(js)
+                self.lps = [-0.01] * len(self.pieces) if body.get("logprobs") else None
+                self.visible = (len(js) + 3) // 4
+                self.finish = "stop"
         self.latency = knob(state, model, hdr, "latency_ms") / 1000
         self.ttft = knob(state, model, hdr, "ttft_ms") / 1000
         self.itl = knob(state, model, hdr, "itl_ms") / 1000
@@ -277,7 +291,7 @@ class Plan:
         return max(self.latency, self.ttft + self.itl * max(0, len(self.pieces) - 1))
 
     def usage(self) -> dict[str, Any]:
-        comp = self.visible + self.reasoning
+        comp = (self.visible + self.reasoning) * self.n  # n choices: each is generated, each is billed
         return {
             "prompt_tokens": self.prompt,
             "completion_tokens": comp,
@@ -328,12 +342,14 @@ async def chat_completions(state: MockState, body: dict[str, Any], plan: Plan, r
             "model": plan.model,
             "system_fingerprint": "fp_mock",
             "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(plan.pieces), "refusal": None},
+                "index": i,
+                "message": ({"role": "assistant", "content": None, "tool_calls": plan.tool_calls, "refusal": None}
+                            if plan.tool_calls else
+                            {"role": "assistant", "content": "".join(plan.pieces), "refusal": None}),
                 "logprobs": ({"content": dm.logprobs_content(plan.pieces, plan.lps), "refusal": None}
                              if plan.lps is not None else None),
                 "finish_reason": plan.finish,
-            }],
+            } for i in range(plan.n)],
             "usage": plan.usage(),
         }
         return await respond(send, 200, _dumps(resp))
@@ -349,7 +365,16 @@ async def stream_chat(state: MockState, body: dict[str, Any], plan: Plan, cid: s
             + b',"system_fingerprint":"fp_mock","choices":[{"index":0,"delta":')
     tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
     events = [head + b'{"role":"assistant","content":""}' + tail]
-    if plan.lps is None:
+    if plan.tool_calls:
+        # as OpenAI streams them: id and name first, then the arguments in pieces, one call after another
+        events = [head + b'{"role":"assistant","content":null}' + tail]
+        for i, tc in enumerate(plan.tool_calls):
+            fn = tc["function"]
+            events.append(head + b'{"tool_calls":' + _dumps([{"index": i, "id": tc["id"], "type": "function",
+                          "function": {"name": fn["name"], "arguments": ""}}]) + b"}" + tail)
+            events.extend(head + b'{"tool_calls":' + _dumps([{"index": i, "function": {"arguments": p}}]) + b"}" + tail
+                          for p in mm.pieces_of(fn["arguments"]))
+    elif plan.lps is None:
         events.extend(head + b'{"content":' + _dumps(p) + b"}" + tail for p in plan.pieces)
     else:
         lp_entries = dm.logprobs_content(plan.pieces, plan.lps)
@@ -357,6 +382,10 @@ async def stream_chat(state: MockState, body: dict[str, Any], plan: Plan, cid: s
                       + tail[len(b',"logprobs":null'):] for p, e in zip(plan.pieces, lp_entries))
     final = [head + b'{},"logprobs":null,"finish_reason":"' + plan.finish.encode() + b'"}]'
              + (b',"usage":null' if include_usage else b"") + b"}\n\n"]
+    if plan.n > 1:  # choice after choice, each with its index
+        idx0 = b'"index":0,"delta"'
+        events = events + [e.replace(idx0, b'"index":%d,"delta"' % i) for i in range(1, plan.n) for e in events]
+        final = final + [final[0].replace(idx0, b'"index":%d,"delta"' % i) for i in range(1, plan.n)]
     if include_usage:
         final.append(b'data: {"id":"' + cid.encode() + b'","object":"chat.completion.chunk","created":'
                      + str(created).encode() + b',"model":' + _dumps(plan.model)

@@ -191,3 +191,110 @@ def prompt_tokens_for(messages: list[Any], tools: Any = None) -> tuple[int, list
     if tools:
         total += (len(orjson.dumps(tools)) + 3) // 4
     return total, per
+
+
+# ---------------------------------------------------------------- tool calls and structured output
+#
+# Tool calls: a request with function `tools` (and tool_choice not "none", and
+# whose last message is not a tool result) is answered with tool calls instead
+# of text. tool_choice naming a function calls that one; otherwise, when
+# parallel_tool_calls is not false, every offered tool is called in order (up
+# to MAX_PARALLEL), else the one picked by hash(question). Arguments are an
+# instance of the tool's `parameters` schema (see `instance_of`), seeded by
+# (question, tool name), and by the model too for the `disagreement` share of
+# (model, question) pairs, as answers are. Ids are hash(model, question, i).
+# Structured output: response_format json_object -> {"answer": X};
+# json_schema -> an instance of the schema. Both are the content, streamed in
+# JSON_PIECE-character pieces; tool arguments stream the same way.
+
+MAX_PARALLEL = 3
+JSON_PIECE = 8
+
+
+def instance_of(schema: Any, seed: int, depth: int = 0) -> Any:
+    """A deterministic value that validates against a (simple) JSON schema."""
+    if not isinstance(schema, dict) or depth > 6:
+        return None
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][seed % len(schema["enum"])]
+    if "const" in schema:
+        return schema["const"]
+    for k in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(k), list) and schema[k]:
+            return instance_of(schema[k][0], seed, depth + 1)
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "null")
+    if t == "object" or (t is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        return {k: instance_of(v, _h64(str(seed), k), depth + 1) for k, v in props.items()}
+    if t == "array":
+        return [instance_of(schema.get("items") or {"type": "string"}, seed, depth + 1)]
+    if t == "integer":
+        return seed % 100
+    if t == "number":
+        return (seed % 1000) / 10
+    if t == "boolean":
+        return seed % 2 == 0
+    if t == "null":
+        return None
+    return f"v{seed % 10000}"
+
+
+def _seed(model: str, question: str, name: str, disagreement: float) -> int:
+    s = _h64(question, name)
+    if disagreement > 0 and (_h64(model, question) % 10000) < disagreement * 10000:
+        s = _h64(model, question, name)
+    return s
+
+
+def tool_calls_for(model: str, messages: list[Any], body: dict[str, Any], disagreement: float) -> list[dict[str, Any]]:
+    """The tool calls the mock answers with, or [] for a text answer (rules in the comment above)."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return []
+    last = messages[-1] if messages else None
+    if isinstance(last, dict) and last.get("role") in ("tool", "function"):
+        return []
+    if isinstance(choice, dict):
+        want = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if t["function"].get("name") == want][:1]
+    elif body.get("parallel_tool_calls") is False:
+        question = last_user_text(messages)
+        chosen = [tools[_h64(question) % len(tools)]]
+    else:
+        chosen = tools[:MAX_PARALLEL]
+    question = last_user_text(messages)
+    calls = []
+    for i, t in enumerate(chosen):
+        fn = t["function"]
+        name = str(fn.get("name", "tool"))
+        args = instance_of(fn.get("parameters") or {"type": "object", "properties": {}}, _seed(model, question, name, disagreement))
+        calls.append({
+            "id": "call_" + format(_h64(model, question, str(i)), "016x"),
+            "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+        })
+    return calls
+
+
+def structured_content(model: str, question: str, response_format: Any, disagreement: float) -> str | None:
+    """JSON content for response_format json_object / json_schema, else None."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return orjson.dumps({"answer": answer_for(model, question, disagreement)}).decode()
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return orjson.dumps(instance_of(schema, _seed(model, question, "schema", disagreement))).decode()
+    return None
+
+
+def pieces_of(text: str, size: int = JSON_PIECE) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def tool_call_tokens(calls: list[dict[str, Any]]) -> int:
+    return sum((len(c["function"]["name"]) + len(c["function"]["arguments"]) + 3) // 4 + 3 for c in calls)

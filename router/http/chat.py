@@ -30,6 +30,7 @@ from router.http.sse import DONE_EVENT, encode
 from router.state import AppState
 from router.tiers.registry import EXECUTORS
 from router.tiers.base import Decision, ExecContext, Plan
+from router.tiers.multi import MultiChoice
 from router.upstream import UpstreamError
 
 log = logging.getLogger("triage.chat")
@@ -96,6 +97,25 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+# Tiers that forward `n` to the provider: one call, n choices. Others run n executions (router/tiers/multi.py).
+N_NATIVE = frozenset({"fast", "passthrough"})
+
+
+def scale_for_choices(decision: Decision, n: int) -> None:
+    """n choices cost up to n answers: every candidate's hold grows to match, and the cap still applies."""
+    kept = []
+    for p in decision.plans:
+        p.estimate_usd *= n
+        if decision.cap_usd is not None and p.estimate_usd > decision.cap_usd:
+            decision.rejected.append({"tier": p.tier, "estimate_usd": p.estimate_usd,
+                                      "why": f"n={n} choices over cap ${decision.cap_usd:.6f}"})
+            continue
+        kept.append(p)
+    if not kept:
+        raise budget_exceeded(f"The per-query cost cap cannot pay for n={n} choices; lower n or raise the cap.")
+    decision.plans[:] = kept
+
+
 class ChatHandler:
     __slots__ = ("state",)
 
@@ -148,6 +168,9 @@ class ChatHandler:
             forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
         )
 
+        n = req.n or 1
+        if n > 1:
+            scale_for_choices(decision, n)
         estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
                      for p in decision.plans]
         try:
@@ -172,10 +195,13 @@ class ChatHandler:
         ctx = ExecContext(
             upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
             body=fwd, budget_usd=plan.estimate_usd if adm.failed_open else adm.reserved_usd, want_transcript=want_transcript,
+            num_retries=cfg.num_retries,
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
         meta.client_rid = request.scope.get("triage.client_request_id")
-        executor = EXECUTORS[plan.tier]
+        executor: Any = EXECUTORS[plan.tier]
+        if n > 1 and plan.tier not in N_NATIVE:
+            executor = MultiChoice(executor, n)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             items = executor.stream(plan, ctx)

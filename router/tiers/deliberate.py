@@ -43,7 +43,7 @@ from router.tiers.base import ExecContext, Plan, TierConfig
 from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
 from router.tiers.table import Knobs, RateInfo, TierTable, clamp_effort, effort_setup
 from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, agent_variation,
-                                agreement, answer_key, answers_block, tally)
+                                agreement, answer_key, answers_block, message_key, message_text, tally)
 from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_case
 from router.upstream.errors import UpstreamError
 
@@ -114,6 +114,10 @@ class DeliberateTable(TierTable):
     def primary_model(self) -> str:
         return self.agents[0]
 
+PICK_DROP = frozenset({"tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+                       "response_format", "logprobs", "top_logprobs", "n"})
+
+
 class _Answer:
     __slots__ = ("agent", "model", "message", "finish")
 
@@ -125,8 +129,11 @@ class _Answer:
 
     @property
     def content(self) -> str:
-        c = self.message.get("content")
-        return c if isinstance(c, str) else ""
+        return message_text(self.message)
+
+    @property
+    def key(self) -> str:
+        return message_key(self.message)
 
 
 class _Run:
@@ -217,7 +224,7 @@ class _Run:
             raise budget_exceeded("The reserved budget cannot pay for a single deliberation agent.")
         self.answers = await self._round(1, self.messages, self.p_agent, agents)
         self.rounds_run = 1
-        self.agreement.append(agreement([a.content for a in self.answers]))
+        self.agreement.append(agreement([a.content for a in self.answers], [a.key for a in self.answers]))
         for r in range(2, plan.rounds + 1):
             msgs = self.shared(self.answers, DEBATE_INSTRUCTION)
             prompt = self.bound(msgs) + cost.AGENT_ROLE_TOKENS
@@ -234,7 +241,7 @@ class _Run:
             if new:
                 self.answers = new
                 self.rounds_run = r
-                self.agreement.append(agreement([a.content for a in new]))
+                self.agreement.append(agreement([a.content for a in new], [a.key for a in new]))
         self.ctx.outcome.update(agents=len(self.answers), agreement=round(self.agreement[-1], 4),
                                 agreement_by_round=[round(a, 4) for a in self.agreement])
 
@@ -250,14 +257,15 @@ class _Run:
 
     async def vote(self) -> _Answer:
         answers = self.answers
-        idx, votes = tally([a.content for a in answers])
+        idx, votes = tally([a.content for a in answers], [a.key for a in answers])
         how = "majority"
         if votes * 2 <= len(answers) and self.agg_chain and not self.agg_failed and len(answers) > 1:
             n = len(answers)
             msgs = self.shared(answers, PICK_INSTRUCTION.format(n=n))
             step = Step()
             try:
-                resp = await complete_chain(self.ctx, self.agg_chain, self.body | {"messages": msgs},
+                # the pick is a number: no tools, schema or logprobs for the aggregator's reply
+                resp = await complete_chain(self.ctx, self.agg_chain, self.pick_body(msgs),
                                             max_tokens=self.agg_max, prompt=self.bound(msgs),
                                             allowance=remaining(self.ctx), effort="low", step=step)
                 text = ((resp.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
@@ -272,6 +280,15 @@ class _Run:
             how = "plurality"
         self.note(event="vote", winner=answers[idx].agent + 1, votes=votes, of=len(answers), how=how)
         return answers[idx]
+
+    def pick_body(self, msgs: list[dict[str, Any]]) -> dict[str, Any]:
+        b = {k: v for k, v in self.body.items() if k not in PICK_DROP}
+        b["messages"] = msgs
+        return b
+
+    @property
+    def proposes_tools(self) -> bool:
+        return any(a.message.get("tool_calls") for a in self.answers)
 
     def synth_messages(self) -> list[dict[str, Any]]:
         return self.shared(self.answers, SYNTH_INSTRUCTION)
@@ -295,6 +312,24 @@ class _Run:
                 "agreement_by_round": self.agreement, "entries": self.ctx.transcript}
 
 
+def message_chunks(base: dict[str, Any], message: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
+    """A finished message as stream chunks: role, content, each tool call whole (with its index), finish."""
+    def chunk(delta: dict[str, Any], fin: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+
+    calls = message.get("tool_calls") or []
+    content = message.get("content")
+    out = [chunk({"role": "assistant", "content": None if calls and not content else ""})]
+    if isinstance(content, str) and content:
+        out.append(chunk({"content": content}))
+    for i, c in enumerate(calls):
+        fn = c.get("function") or {}
+        out.append(chunk({"tool_calls": [{"index": i, "id": c.get("id"), "type": c.get("type", "function"),
+                                          "function": {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}}]}))
+    out.append(chunk({}, finish or ("tool_calls" if calls else "stop")))
+    return out
+
+
 class DeliberateTier:
     name: ClassVar[str] = "deliberate"
     tier = "deliberate"
@@ -310,7 +345,8 @@ class DeliberateTier:
     async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
         run = _Run(plan, ctx)
         await run.agents_phase()
-        if plan.strategy == "debate" and run.agg_chain:
+        # tool calls are voted on (or picked), never rewritten by a synthesis
+        if plan.strategy == "debate" and run.agg_chain and not run.proposes_tools:
             msgs = run.synth_messages()
             step = Step()
             try:
@@ -343,7 +379,7 @@ class DeliberateTier:
                 await asyncio.gather(task, return_exceptions=True)
         template: dict[str, Any] | None = None
         model: str | None = None
-        if plan.strategy == "debate" and run.agg_chain:
+        if plan.strategy == "debate" and run.agg_chain and not run.proposes_tools:
             msgs = run.synth_messages()
             step = Step()
             text: list[str] = []
@@ -369,11 +405,8 @@ class DeliberateTier:
         if template is None:
             win = await run.vote()
             model = win.model
-            base = chunk_base(ctx, None, model)
-            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-            if win.content:
-                yield {**base, "choices": [{"index": 0, "delta": {"content": win.content}, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": win.finish or "stop"}]}
+            for ch in message_chunks(chunk_base(ctx, None, model), win.message, win.finish):
+                yield ch
         if ctx.want_transcript:
             yield {**chunk_base(ctx, template, model), "choices": [], "triage_transcript": run.transcript()}
         yield usage_chunk(ctx, template, model)

@@ -113,8 +113,12 @@ class _AnswerGate:
         c = delta.get("content")
         finish = ch.get("finish_reason")
         out: list[dict[str, Any]] = []
-        if delta.get("role") and not c and not self.open:
-            out.append(chunk)
+        other = {k: v for k, v in delta.items() if k != "content" and v is not None}
+        if other:
+            # role, tool_calls, refusal, ...: only the scratch text is held back, the rest passes whole
+            t = self.template or {}
+            out.append({**{k: v for k, v in t.items() if k != "choices"},
+                        "choices": [{"index": 0, "delta": other, "finish_reason": None}]})
         if c and not self.open:
             self.buf += c
             i = answer_start(self.buf)
@@ -131,7 +135,7 @@ class _AnswerGate:
             self.ws = full[len(text):]
             if text:
                 self.lead = False
-                if text == delta.get("content") and not finish:
+                if text == delta.get("content") and not finish and not other:
                     out.append(chunk)
                 else:
                     out.append(self._chunk(text))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 DEBATE_INSTRUCTION = (
     "Above are all agents' answers from the previous round, yours among them. Check them for errors, "
     "then give your own best answer. End with a line 'Answer: <final answer>'."
@@ -52,12 +54,47 @@ def answer_key(text: str) -> str:
     return _WS.sub(" ", k.strip().strip("*$`").rstrip(".!;,").lower())
 
 
-def tally(answers: list[str]) -> tuple[int, int]:
-    """(index of the plurality answer, its vote count); ties go to the earliest agent."""
+def calls_key(calls: list[Any]) -> str:
+    """What two tool-call answers must share to count as the same vote: the set of
+    (name, arguments as canonical JSON). Unparseable arguments compare as their text."""
+    items = []
+    for c in calls:
+        fn = (c or {}).get("function") or {}
+        args = fn.get("arguments") or ""
+        try:
+            args = orjson.dumps(orjson.loads(args), option=orjson.OPT_SORT_KEYS).decode()
+        except (orjson.JSONDecodeError, TypeError):
+            pass
+        items.append(f"{fn.get('name')}({args})")
+    return "tools:" + "|".join(sorted(items))
+
+
+def message_key(message: dict[str, Any]) -> str:
+    """The vote a message casts: its tool-call set when it has one, else its final answer line."""
+    calls = message.get("tool_calls")
+    if calls:
+        return calls_key(calls)
+    c = message.get("content")
+    return answer_key(c if isinstance(c, str) else "")
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """How an answer is quoted to other agents and the aggregator: its text, or its tool calls."""
+    calls = message.get("tool_calls")
+    if calls:
+        return "Tool calls: " + "; ".join(
+            f"{(c.get('function') or {}).get('name')}({(c.get('function') or {}).get('arguments')})" for c in calls)
+    c = message.get("content")
+    return c if isinstance(c, str) else ""
+
+
+def tally(answers: list[str], keys: list[str] | None = None) -> tuple[int, int]:
+    """(index of the plurality answer, its vote count); ties go to the earliest agent.
+    `keys`, when given, are the votes (see `message_key`); else each answer's final line is."""
     counts: dict[str, int] = {}
     first: dict[str, int] = {}
     for i, a in enumerate(answers):
-        k = answer_key(a)
+        k = keys[i] if keys is not None else answer_key(a)
         counts[k] = counts.get(k, 0) + 1
         first.setdefault(k, i)
     best = max(counts, key=lambda k: (counts[k], -first[k]))
@@ -77,8 +114,8 @@ def agent_variation(i: int, body: dict[str, Any], native: bool) -> tuple[dict[st
     return params, [{"role": "system", "content": PERSPECTIVES[(i - 1) % len(PERSPECTIVES)]}]
 
 
-def agreement(answers: list[str]) -> float:
+def agreement(answers: list[str], keys: list[str] | None = None) -> float:
     """Share of answers that match the plurality final answer (1.0 = unanimous)."""
     if not answers:
         return 0.0
-    return tally(answers)[1] / len(answers)
+    return tally(answers, keys)[1] / len(answers)

@@ -84,10 +84,12 @@ def attempts(ctx: ExecContext, chain: list[str]) -> list[tuple[str, Deployment]]
     order = warm + cold
     if not order:
         return []
+    # LiteLLM's num_retries: every deployment once, then that many more attempts; default MAX_ATTEMPTS in all.
+    total = MAX_ATTEMPTS if ctx.num_retries is None else len(order) + ctx.num_retries
     out = list(order)
-    while len(out) < MAX_ATTEMPTS:
+    while len(out) < total:
         out.extend(order)
-    return out[:MAX_ATTEMPTS]
+    return out[:total]
 
 
 def worst_rates(ctx: ExecContext, model: str) -> cost.Rate:
@@ -123,8 +125,21 @@ def prepare(body: dict[str, Any], dep: Deployment, max_tokens: int, effort: str 
         b.pop("reasoning_effort", None)
         if think is not None:
             b["messages"] = think.instruct(b["messages"])
-    b.pop("n", None)
     return b
+
+
+# Request fields whose meaning the think-then-answer instruction would break: a tool call or a JSON
+# document must be the whole reply, and logprobs must describe the tokens the client receives.
+VERBATIM_FIELDS = ("tools", "functions", "response_format", "logprobs", "top_logprobs")
+
+
+def needs_verbatim(body: dict[str, Any]) -> bool:
+    return any(body.get(k) for k in VERBATIM_FIELDS)
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
 
 
 def _hop(i: int, model: str, prev: str | None) -> str:
@@ -181,12 +196,13 @@ async def _pace(i: int, dep: Deployment, tried: dict[int, float | None]) -> bool
     return True
 
 
-def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: float) -> int:
-    return cost.tokens_within(worst_rates(ctx, model), prompt, room, max_tokens)
+def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: float, choices: int = 1) -> int:
+    i, o = worst_rates(ctx, model)
+    return cost.tokens_within((i, o * choices), prompt, room, max_tokens)  # n choices: n answers to pay for
 
 
 async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
-                          think: Thinking | None, step: "Step", tried: dict[int, float | None]
+                          think: Thinking | None, step: "Step", tried: dict[int, float | None], choices: int = 1
                           ) -> AsyncIterator[tuple[str, Deployment, Thinking | None, int, int, str]]:
     """Attempts that the remaining allowance can pay for, paced by backoff:
     (model, dep, thinking applied, prompt tokens, max tokens, hop)."""
@@ -195,7 +211,7 @@ async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_t
     for model, dep in attempts(ctx, chain):
         th = think if (think is not None and think.applies(dep)) else None
         p = prompt + (th.prompt_tokens if th is not None else 0)
-        mt = _size(ctx, model, p, max_tokens, allowance - step.spent)
+        mt = _size(ctx, model, p, max_tokens, allowance - step.spent, choices)
         if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
             continue
         hop = _hop(n, model, prev)
@@ -221,8 +237,10 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
     step = step or Step()
     last: UpstreamError | None = None
     tried: dict[int, float | None] = {}
+    if think is not None and needs_verbatim(body):
+        think = None  # a plain answer (native models still get their effort knob)
     async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                                 think, step, tried):
+                                                            think, step, tried, _choices(body)):
         t0 = _perf()
         try:
             resp = await ctx.upstream.complete(dep, prepare(body, dep, mt, effort, th))
@@ -264,8 +282,10 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     step = step or Step()
     last: UpstreamError | None = None
     tried: dict[int, float | None] = {}
+    if think is not None and needs_verbatim(body):
+        think = None  # a plain answer (native models still get their effort knob)
     async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                                 think, step, tried):
+                                                            think, step, tried, _choices(body)):
         t0 = _perf()
         agen = ctx.upstream.stream(dep, prepare(body, dep, mt, effort, th))
         try:
