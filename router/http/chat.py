@@ -237,7 +237,8 @@ class ChatHandler:
         usage = resp.setdefault("usage", {})
         usage["cost"] = round(cost, 10)
         await self._finish(ctx, meta, status="ok")
-        return Response(orjson.dumps(resp), media_type="application/json", headers=meta.headers(rid, cost, ctx))
+        return Response(orjson.dumps(resp), media_type="application/json",
+                        headers=meta.headers(rid, cost, ctx, resp.get("model")))
 
     async def _stream(self, items: AsyncIterator[Any], first: Any, ctx: ExecContext, meta: "_Meta",
                       include_usage: bool) -> AsyncIterator[bytes]:
@@ -331,9 +332,11 @@ class _Meta:
         self.snap = snap
         self.client_rid: str | None = None
 
-    def headers(self, rid: str, cost: float | None, ctx: ExecContext | None = None) -> dict[str, str]:
+    def headers(self, rid: str, cost: float | None, ctx: ExecContext | None = None,
+                answered: str | None = None) -> dict[str, str]:
         d = self.decision
-        answered = next((c.model for c in reversed(ctx.calls) if c.status == "ok"), None) if ctx else None
+        if answered not in self.snap.deployments:  # the executor's word on who answered, when it is a config model
+            answered = next((c.model for c in reversed(ctx.calls) if c.status == "ok"), None) if ctx else None
         h = {
             "x-request-id": rid,
             "x-triage-tier": self.plan.tier,

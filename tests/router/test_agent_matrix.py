@@ -65,8 +65,11 @@ def expected_calls(answered: str, tools: list[dict[str, Any]], mock: MockServer)
     return [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
 
 
-def no_think_prompt(mock: MockServer) -> None:
-    for rec in list(mock.state.last):
+def no_think_prompt(mock: MockServer, since: int) -> None:
+    """No upstream request this test made carries the think-then-answer instruction."""
+    made = mock.state.total - since
+    assert made > 0
+    for rec in list(mock.state.last)[-made:]:
         first = rec["body"]["messages"][0]
         assert "FINAL ANSWER" not in str(first.get("content")), "think-then-answer prompt injected into a tools/JSON request"
 
@@ -100,6 +103,7 @@ def reassemble(chunks: list[Any]) -> tuple[list[tuple[str, str, dict[str, Any]]]
 @pytest.mark.parametrize("model", MODELS)
 def test_openai_tool_calls(proxy: tuple[str, MockServer], model: str, stream: bool, toolset: str) -> None:
     root, mock = proxy
+    since = mock.state.total
     client = openai.OpenAI(base_url=root + "/v1", api_key=MASTER, max_retries=0)
     tools = TOOLSETS[toolset]
     if stream:
@@ -122,7 +126,7 @@ def test_openai_tool_calls(proxy: tuple[str, MockServer], model: str, stream: bo
     if model != "triage/auto":
         assert raw.headers["x-triage-tier"] == model.split("/")[1]
     assert float(raw.headers.get("x-triage-cost-usd", "1")) > 0
-    no_think_prompt(mock)
+    no_think_prompt(mock, since)
 
 
 @pytest.mark.parametrize("kind", ["json_object", "json_schema"])
@@ -130,6 +134,7 @@ def test_openai_tool_calls(proxy: tuple[str, MockServer], model: str, stream: bo
 @pytest.mark.parametrize("model", MODELS)
 def test_openai_json_mode(proxy: tuple[str, MockServer], model: str, stream: bool, kind: str) -> None:
     root, mock = proxy
+    since = mock.state.total
     client = openai.OpenAI(base_url=root + "/v1", api_key=MASTER, max_retries=0)
     if kind == "json_object":
         rf: dict[str, Any] = {"type": "json_object"}
@@ -149,7 +154,7 @@ def test_openai_json_mode(proxy: tuple[str, MockServer], model: str, stream: boo
     doc = json.loads(text)
     if kind == "json_schema":
         assert set(doc) == {"city", "population"} and isinstance(doc["population"], int)
-    no_think_prompt(mock)
+    no_think_prompt(mock, since)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
@@ -191,6 +196,7 @@ def _lc(root: str, model: str) -> Any:
 @pytest.mark.parametrize("model", MODELS)
 def test_langchain_bind_tools(proxy: tuple[str, MockServer], model: str, stream: bool, toolset: str) -> None:
     root, mock = proxy
+    since = mock.state.total
     tools = TOOLSETS[toolset]
     llm = _lc(root, model).bind_tools(tools)
     if stream:
@@ -205,7 +211,7 @@ def test_langchain_bind_tools(proxy: tuple[str, MockServer], model: str, stream:
     got = [(tc["id"], tc["name"], tc["args"]) for tc in msg.tool_calls]
     assert got == expected_calls(answered, tools, mock)
     assert msg.response_metadata.get("finish_reason") == "tool_calls"
-    no_think_prompt(mock)
+    no_think_prompt(mock, since)
 
 
 def test_answer_gate_forwards_tool_call_deltas_whole() -> None:

@@ -170,3 +170,25 @@ def test_litellm_fallbacks_are_honoured(litellm_proxy: tuple[str, MockServer]) -
         assert r.headers["x-triage-model"] == "gpt-4o-mini"
     finally:
         httpx.delete(mock.root_url + "/_mock/faults")
+
+
+@pytest.mark.parametrize("model", ["triage/reasoning", "triage/deliberate"])
+def test_litellm_config_streams_tool_calls(litellm_proxy: tuple[str, MockServer], model: str) -> None:
+    from router import mock_model as mm
+
+    root, mock = litellm_proxy
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}, "k": {"type": "integer"}}}}}]
+    msgs = [{"role": "user", "content": "look it up"}]
+    client = openai.OpenAI(base_url=root + "/v1", api_key="sk-1234", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=msgs, tools=tools, stream=True)
+    args, names, finish, answered = "", "", None, ""
+    for ch in raw.parse():
+        answered = ch.model or answered  # the winning agent's model (an agent may have fallen back)
+        for c in ch.choices:
+            for tc in c.delta.tool_calls or ():
+                names += (tc.function.name or "") if tc.function else ""
+                args += (tc.function.arguments or "") if tc.function else ""
+            finish = c.finish_reason or finish
+    want = mm.tool_calls_for(answered, msgs, {"tools": tools}, mock.state.settings.disagreement)
+    assert names == "lookup" and args == want[0]["function"]["arguments"] and finish == "tool_calls"
