@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from router.cli import app as cli_app
 from router.config import TriageConfig
-from router.mock_upstream import MockServer, MockSettings
+from simulator.app import MockServer, MockSettings
 from tests.router.conftest import start_proxy
 
 PURE = """
@@ -174,7 +174,7 @@ def test_litellm_fallbacks_are_honoured(litellm_proxy: tuple[str, MockServer]) -
 
 @pytest.mark.parametrize("model", ["triage/reasoning", "triage/deliberate"])
 def test_litellm_config_streams_tool_calls(litellm_proxy: tuple[str, MockServer], model: str) -> None:
-    from router import mock_model as mm
+    from simulator import model as mm
 
     root, mock = litellm_proxy
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from router import mock_model as mm
-from router.mock_upstream import MockServer, MockSettings
+from simulator import model as mm
+from simulator.app import MockServer, MockSettings
 
 TOOLS = [
     {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {

@@ -2,7 +2,7 @@
 through the official openai SDK and LangChain's ChatOpenAI, against one proxy for the module.
 
 The expected tool calls are what the simulated upstream produces for the model that answered
-(router/mock_model.py: `tool_calls_for`), so "reassembled == produced" is checked exactly.
+(simulator/model.py: `tool_calls_for`), so "reassembled == produced" is checked exactly.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import openai
 import pytest
 import yaml
 
-from router import mock_model as mm
-from router.mock_upstream import MockServer, MockSettings
+from simulator import model as mm
+from simulator.app import MockServer, MockSettings
 from tests.router.conftest import MASTER, start_proxy
 
 MODELS = ["triage/fast", "triage/reasoning", "triage/deliberate", "triage/auto"]
@@ -216,7 +216,7 @@ def test_langchain_bind_tools(proxy: tuple[str, MockServer], model: str, stream:
 
 def test_answer_gate_forwards_tool_call_deltas_whole() -> None:
     """Think-then-answer streams hold back scratch text only; tool-call deltas pass as they come."""
-    from router.tiers.fallback import _AnswerGate
+    from router.upstream.chain import _AnswerGate
 
     gate = _AnswerGate()
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
