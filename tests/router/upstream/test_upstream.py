@@ -59,9 +59,10 @@ async def collect(up: Upstream, dep: Deployment, body: dict) -> tuple[list[dict]
 
 
 async def test_complete_swaps_model_and_passes_everything_else(up, dep, srv):
-    body = req(seed=5, user="u1", metadata={"k": "v"}, response_format={"type": "json_object"},
+    # tool_choice none / text format: the simulator answers in text, so the usage check below holds
+    body = req(seed=5, user="u1", metadata={"k": "v"}, response_format={"type": "text"},
                tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-               tool_choice="auto", max_tokens=12, logit_bias={"1": 2}, future_param=[1, 2])
+               tool_choice="none", max_tokens=12, logit_bias={"1": 2}, future_param=[1, 2])
     r = await up.complete(dep, body)
     assert r["object"] == "chat.completion"
     assert r["usage"]["completion_tokens"] == 12
