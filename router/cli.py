@@ -188,7 +188,8 @@ def config_show(
     except ConfigError as e:
         console.print(f"[red]config error[/red]\n{e}")
         raise typer.Exit(2) from None
-    out = cfg.model_dump(mode="json", exclude_none=True)
+    out = cfg.model_dump(mode="json", exclude_none=True, exclude={"tiers"})
+    out["tiers"] = {name: spec.model_dump(mode="json", exclude_none=True) for name, spec in cfg.tiers.items()}
     if out.get("master_key"):
         out["master_key"] = "<redacted>"
     for m in out.get("model_list", ()):

@@ -216,7 +216,7 @@ def test_langchain_bind_tools(proxy: tuple[str, MockServer], model: str, stream:
 
 def test_answer_gate_forwards_tool_call_deltas_whole() -> None:
     """Think-then-answer streams hold back scratch text only; tool-call deltas pass as they come."""
-    from router.upstream.chain import _AnswerGate
+    from router.tiers.reasoning import _AnswerGate
 
     gate = _AnswerGate()
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
