@@ -21,6 +21,7 @@ Layout (``P`` = ``triage:``, ``T`` = ``triage:{<tenant>}:``):
 - ``T holds:<scope>``            zset: ``<request_id>|<nano-USD>`` scored by lease expiry (ms)
 - ``T ledger``                   stream: one entry per request (field ``d`` = JSON)
 - ``T ledger:cold``              hash: the cold-ledger compaction watermark and its pending batch
+- ``T ledger:cold:lock``         string: held by the one compactor working on this tenant
 - ``T req:<request_id>``         hash: where a request's ledger entry lives + its quality (feedback)
 - ``T done:<request_id>``        string: settle idempotency marker
 - ``T session:<sha256>``         string: the tier a conversation (x-triage-session) is pinned to, with a TTL
@@ -96,6 +97,10 @@ def ledger(tenant_name: str) -> str:
 
 def ledger_cold(tenant_name: str) -> str:
     return f"{tagged(tenant_name)}ledger:cold"
+
+
+def ledger_cold_lock(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}ledger:cold:lock"
 
 
 def ledger_pattern() -> str:

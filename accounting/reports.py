@@ -81,14 +81,15 @@ def parse_by(by: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 async def report(redis: Redis, tenant: str | None, since: str | None = "7d",
-                 by: str | list[str] | tuple[str, ...] = "tier") -> list[dict[str, Any]]:
+                 by: str | list[str] | tuple[str, ...] = "tier", cold: Any = None) -> list[dict[str, Any]]:
     """Rows of requests, refusals, cost, average cost, quality, cost-per-quality and signed savings
     against the top tier, grouped by any combination of DIMENSIONS; ``tenant=None`` = every tenant.
 
     Day granularity: ``since`` selects whole UTC days. Cost-per-quality is the
     cost of the *rated* requests divided by the sum of their scores, i.e. dollars
     per unit of delivered quality; ``None`` until something is rated. Money is
-    summed in integer nano-USD and only then turned into dollars.
+    summed in integer nano-USD and only then turned into dollars. With ``cold`` (a ``ColdLedger``),
+    a day whose rollup hash has expired is recomputed from the cold ledger's rows.
     """
     dims = parse_by(by)
     now = datetime.now(timezone.utc)
@@ -99,6 +100,8 @@ async def report(redis: Redis, tenant: str | None, since: str | None = "7d",
             for d in days:
                 p.hgetall(rk.rollup(t, d))
         hashes = await p.execute()
+    if cold is not None:
+        hashes = await _fill_from_cold(redis, cold, names, days, hashes)
     it = iter(hashes)
     return aggregate(((t, d, next(it)) for t in names for d in days), dims)
 
@@ -191,13 +194,35 @@ async def tenants(redis: Redis) -> list[str]:
     return sorted(names)
 
 
+async def _fill_from_cold(redis: Redis, cold: Any, names: list[str], days: list[str],
+                          hashes: list[Any]) -> list[Any]:
+    out, it = [], iter(hashes)
+    for t in names:
+        mine = [next(it) for _ in days]
+        gone = [d for d, h in zip(days, mine) if not h]
+        got = await cold.rollups(redis, t, gone) if gone else {}
+        out += [h or got.get(d, {}) for d, h in zip(days, mine)]
+    return out
+
+
 async def export_rows(redis: Redis, tenant: str | None = None, since: str | None = None,
-                      batch: int = 1000) -> list[dict[str, Any]]:
-    """Every ledger entry (of one tenant, or all) since ``since``, joined with its quality."""
+                      batch: int = 1000, cold: Any = None) -> list[dict[str, Any]]:
+    """Every ledger entry (of one tenant, or all) since ``since``, joined with its quality.
+
+    With ``cold`` (a ``ColdLedger``), compacted entries come first, from Parquet, then the stream."""
     start = parse_since(since) if since else None
     min_id = f"{int(start.timestamp() * 1000)}-0" if start else "-"
     out: list[dict[str, Any]] = []
     for t in [tenant] if tenant else await tenants(redis):
+        if cold is not None:
+            recs_c = await cold.records(redis, t, start.timestamp() if start else None)
+            async with redis.pipeline(transaction=False) as p:
+                for r, _ in recs_c:
+                    p.hmget(rk.request(t, r["request_id"]), "q", "comment")
+                live = await p.execute()
+            for (r, stored), (q, comment) in zip(recs_c, live):
+                # feedback given after compaction is in the request index while it lives
+                out.append(_flatten(r, q, comment) if q is not None else _flatten(r, *stored))
         cursor = min_id
         while True:
             entries = await redis.xrange(rk.ledger(t), min=cursor, max="+", count=batch)

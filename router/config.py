@@ -163,6 +163,12 @@ class AccountingSpec(BaseModel):
     admission_on_redis_error: Literal["closed", "open"] = "closed"
     settle_unpriced_at_estimate: bool = False
     ledger_retention_days: int = Field(default=90, ge=1)
+    # The cold ledger (pip install 'triage-gateway[cold]'): entries settled more than cold_after_days ago
+    # move from Redis to Parquet under cold_ledger_url (a directory or fsspec URL such as s3://bucket/x).
+    # cold_compact_every_s > 0 runs that compaction inside `serve`, one compactor per tenant at a time.
+    cold_ledger_url: str | None = None
+    cold_after_days: float = Field(default=30, ge=0)
+    cold_compact_every_s: float = Field(default=0, ge=0)
     spool_dir: str | None = None
     redis_timeout_s: float = Field(default=_acct_default("redis_timeout_s"), gt=0, le=300)
     connect_timeout_s: float = Field(default=_acct_default("connect_timeout_s"), gt=0, le=300)

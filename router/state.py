@@ -34,6 +34,7 @@ class AppState:
     sessions: SessionPins = field(default_factory=SessionPins)
     obs: Observability | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _compactor: asyncio.Task[Any] | None = None
 
     @property
     def master_key(self) -> str | None:
@@ -53,8 +54,16 @@ class AppState:
         obs.providers = {name: ds[0].provider for name, ds in snap.deployments.items() if ds}
         if obs.metrics is not None:
             obs.metrics.declare(list(snap.deployments))
-        return cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
-                   config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
+        st = cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
+                 config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
+        a = config.accounting
+        if a.cold_ledger_url and a.cold_compact_every_s > 0:
+            from accounting.cold import ColdLedger, compact_forever  # noqa: PLC0415 - optional extra
+
+            # a background task, not spawn(): close() cancels it rather than waiting for it
+            st._compactor = asyncio.get_running_loop().create_task(compact_forever(
+                accountant.redis, ColdLedger(a.cold_ledger_url), a.cold_after_days, a.cold_compact_every_s))
+        return st
 
     def reload(self) -> Snapshot:
         """Re-read the config file and swap the snapshot; raises on an invalid file, keeping the old one."""
@@ -74,6 +83,8 @@ class AppState:
         t.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.obs is not None:

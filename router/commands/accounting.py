@@ -30,6 +30,27 @@ RedisOpt = typer.Option(None, "--redis-url", help="Redis URL (default: $REDIS_UR
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file whose redis_url to use.")
 StateOpt = typer.Option(None, "--state-dir", help="State dir of the running proxy (default: $TRIAGE_STATE_DIR or .triage).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+ColdOpt = typer.Option(None, "--cold", envvar="TRIAGE_COLD_LEDGER",
+                       help="Cold ledger root (directory or fsspec URL, e.g. s3://bucket/triage); "
+                            "default: the config's accounting.cold_ledger_url.")
+
+
+def resolve_cold(cold: str | None, config: Path | None) -> Any:
+    """The ColdLedger to read or compact into, or None when none is configured."""
+    url = cold
+    if url is None and config is not None:
+        import yaml  # noqa: PLC0415
+
+        url = ((yaml.safe_load(Path(config).read_text()) or {}).get("accounting") or {}).get("cold_ledger_url")
+    if not url:
+        return None
+    from accounting.cold import ColdLedger, ColdUnavailable  # noqa: PLC0415
+
+    try:
+        return ColdLedger(str(url))
+    except ColdUnavailable as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
 
 
 def resolve_redis_url(redis_url: str | None, config: Path | None = None, state_dir: Path | None = None) -> str:
@@ -107,6 +128,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys, name="keys")
     app.add_typer(budgets, name="budgets")
     app.add_typer(ledger, name="ledger")
+    _register_compact(ledger)
 
     @keys.command("create")
     def keys_create(
@@ -245,19 +267,21 @@ def register(app: typer.Typer) -> None:
                                      help="key | tenant | tier | model | day | complexity | workflow; repeat or "
                                           "comma-separate to combine (--by tier,model)"),
         as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
-        state_dir: Optional[Path] = StateOpt,
+        state_dir: Optional[Path] = StateOpt, cold: Optional[str] = ColdOpt,
     ) -> None:
         """Requests, refusals, cost, quality, cost-per-quality and signed savings against always-top-tier,
         with the savings that shadow runs measured next to the estimated ones."""
         from accounting import reports  # noqa: PLC0415
 
+        cl = resolve_cold(cold, config)
         try:
             dims = reports.parse_by(by)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
 
         async def go(r: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            return await reports.report(r, tenant, since, dims), await reports.measured_savings(r, tenant, since)
+            return (await reports.report(r, tenant, since, dims, cold=cl),
+                    await reports.measured_savings(r, tenant, since))
 
         rows, meas = _run(resolve_redis_url(redis_url, config, state_dir), go)
         tot = reports.totals(rows)
@@ -319,6 +343,7 @@ def register(app: typer.Typer) -> None:
         since: Optional[str] = typer.Option(None, "--since"),
         output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default stdout)."),
         redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt, state_dir: Optional[Path] = StateOpt,
+        cold: Optional[str] = ColdOpt,
     ) -> None:
         """One row per request; the format `triage train` reads (prompt is null unless the tenant opted in)."""
         from accounting import reports  # noqa: PLC0415
@@ -327,7 +352,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("format must be jsonl, csv or parquet")
         if fmt == "parquet" and output is None:
             raise typer.BadParameter("parquet needs --out FILE")
-        rows = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: reports.export_rows(r, tenant, since))
+        cl = resolve_cold(cold, config)
+        rows = _run(resolve_redis_url(redis_url, config, state_dir),
+                    lambda r: reports.export_rows(r, tenant, since, cold=cl))
         data = reports.write_export(rows, fmt, output)
         if data is not None:
             sys.stdout.buffer.write(data)
@@ -342,6 +369,39 @@ def _measured(m: dict[str, Any] | None) -> str:
     ci = m["saving_per_request_ci95_usd"]
     s = _money(m["saving_per_request_usd"], 6) + (f" [{_money(ci[0], 6)}, {_money(ci[1], 6)}]" if ci else "")
     return s + f" n={m['samples']}"
+
+
+def _register_compact(ledger: typer.Typer) -> None:
+    @ledger.command("compact")
+    def ledger_compact(
+        older_than_days: Optional[float] = typer.Option(
+            None, "--older-than-days", help="Move entries settled longer ago than this (default: config, else 30)."),
+        tenant: Optional[list[str]] = typer.Option(None, "--tenant", help="Only these tenants (repeatable)."),
+        as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, config: Optional[Path] = ConfigOpt,
+        state_dir: Optional[Path] = StateOpt, cold: Optional[str] = ColdOpt,
+    ) -> None:
+        """Move old ledger entries from Redis to day-partitioned Parquet (crash-safe, re-runnable)."""
+        from accounting.cold import compact_all  # noqa: PLC0415
+
+        cl = resolve_cold(cold, config)
+        if cl is None:
+            err.print("[red]No cold ledger:[/] pass --cold DIR|URL, set TRIAGE_COLD_LEDGER, "
+                      "or accounting.cold_ledger_url in --config.")
+            raise typer.Exit(2)
+        days = older_than_days
+        if days is None and config is not None:
+            import yaml  # noqa: PLC0415
+
+            days = ((yaml.safe_load(Path(config).read_text()) or {}).get("accounting") or {}).get("cold_after_days")
+        days = 30.0 if days is None else float(days)
+        res = _run(resolve_redis_url(redis_url, config, state_dir), lambda r: compact_all(r, cl, days, tenant or None))
+        rows = [{"tenant": x.tenant, "rows": x.rows, "files": x.files, "batches": x.batches} for x in res]
+        if as_json:
+            _dump({"cold": cl.url, "older_than_days": days, "tenants": rows})
+            return
+        for x in rows:
+            out.print(f"{x['tenant']}: moved {x['rows']} entries in {x['files']} files")
+        err.print(f"compacted {sum(x['rows'] for x in rows)} entries older than {days:g} days into {cl.url}")
 
 
 def _budget_table(rows: list[dict[str, Any]]) -> None:

@@ -112,3 +112,17 @@ async def test_cluster_budget_race_across_processes(redis_cluster_url, cacct, tm
     spend = await r.hgetall(rk.spend("race", rk.scope_key(info.key_id)))
     assert int(spend[b"t"]) == 1_000_000_000 and int(spend[b"reserved"]) == 0
     assert await r.zcard(rk.holds("race", rk.scope_key(info.key_id))) == 0
+
+
+async def test_cluster_compaction_keeps_reports_and_exports(cacct, tmp_path):
+    from accounting.cold import ColdLedger, compact_all
+    from tests.accounting.test_cold import TENANTS, _seed, _views
+
+    await _seed(cacct, n=9)
+    before = await _views(cacct)
+    cold = ColdLedger(str(tmp_path / "cold"))
+    res = await compact_all(cacct.redis, cold, older_than_days=1e-9)
+    assert sorted((r.tenant, r.rows) for r in res) == [(t, 9) for t in sorted(TENANTS)]
+    for t in TENANTS:
+        assert await cacct.redis.xlen(rk.ledger(t)) == 0
+    assert await _views(cacct, cold) == before
