@@ -53,30 +53,37 @@ def _s(v: Any) -> str:
 
 def _schema() -> Any:
     pa = _need("pyarrow")
+    i64, st = pa.int64(), pa.string()
     return pa.schema([
-        ("stream_id", pa.string()), ("request_id", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()),
-        ("ts", pa.float64()), ("day", pa.string()), ("tier", pa.string()), ("model", pa.string()),
-        ("cx", pa.string()), ("cost_nusd", pa.int64()), ("cf_nusd", pa.int64()), ("pt", pa.int64()),
-        ("cached", pa.int64()), ("ct", pa.int64()), ("rt", pa.int64()), ("q", pa.int64()),
-        ("comment", pa.string()), ("d", pa.string()),
+        ("stream_id", st), ("request_id", st), ("tenant", st), ("key_id", st), ("ts", pa.float64()), ("day", st),
+        ("kind", st), ("pre", st), ("cost_nusd", i64), ("cf_nusd", i64), ("pt", i64), ("cached", i64), ("ct", i64),
+        ("rt", i64), ("cfe", i64), ("bf", i64), ("refest", i64), ("q", i64), ("comment", st), ("d", st),
     ])
 
 
 def _row(sid: str, rec: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
-    """One Parquet row: the record verbatim (``d``) plus the integers a report sums, as settle counted them."""
-    from .accountant import complexity_bucket  # noqa: PLC0415 - one bucketing rule
+    """One Parquet row: the record verbatim (``d``) plus the integers a report sums, counted as settle
+    (or refuse) counted them into the rollup under the same ``key|tier|model|bucket|workflow|`` prefix."""
+    from .accountant import Accountant, complexity_bucket  # noqa: PLC0415 - one bucketing/prefix rule
 
     lr = LedgerRecord.model_validate(rec)
     u = lr.total_usage()
     ts = float(rec.get("ts") or int(sid.split("-")[0]) / 1000)
-    cost = rec.get("cost_usd") or 0.0
-    cf = rec.get("counterfactual_cost_usd")
+    cost = lr.cost_nusd if lr.cost_nusd is not None else to_nusd(lr.cost_usd or 0.0)
+    cf = lr.counterfactual_nusd
+    if cf is None:
+        cf = to_nusd(lr.counterfactual_cost_usd) if lr.counterfactual_cost_usd is not None else cost
+    refusal = getattr(lr, "kind", None) == "refusal"
     return {
-        "stream_id": sid, "request_id": rec["request_id"], "tenant": rec["tenant"], "key_id": rec.get("key_id"),
+        "stream_id": sid, "request_id": lr.request_id, "tenant": lr.tenant, "key_id": lr.key_id,
         "ts": ts, "day": datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d"),
-        "tier": rec.get("tier"), "model": rec.get("model"), "cx": complexity_bucket(rec.get("complexity")),
-        "cost_nusd": to_nusd(cost), "cf_nusd": to_nusd(cost if cf is None else cf),
-        "pt": u.prompt_tokens, "cached": u.cached_tokens, "ct": u.completion_tokens, "rt": u.reasoning_tokens,
+        "kind": "refusal" if refusal else "request",
+        "pre": Accountant.rollup_prefix(lr.key_id, lr.tier, lr.model, complexity_bucket(lr.complexity), lr.workflow),
+        "cost_nusd": cost, "cf_nusd": cf, "pt": u.prompt_tokens, "cached": u.cached_tokens,
+        "ct": u.completion_tokens, "rt": u.reasoning_tokens,
+        "cfe": int((lr.counterfactual_method or "").startswith("top-tier-plan")),
+        "bf": sum(1 for c in lr.calls if getattr(c, "billed_failure", False)),
+        "refest": lr.refused_estimate_nusd or 0,
         "q": int(_s(q)) if q is not None else None, "comment": _s(comment) if comment else None,
         "d": orjson.dumps(rec).decode(),
     }
@@ -226,27 +233,30 @@ class ColdLedger:
         return [(orjson.loads(d), (q, c)) for d, q, c in rows]
 
     async def rollups(self, redis: Any, tenant: str, days: list[str]) -> dict[str, dict[str, int]]:
-        """Per day, the same ``<tier>|<model>|<metric>`` / ``cx|<bucket>|<tier>|<metric>`` counters settle
-        and feedback keep in the rollup hashes, recomputed from cold rows (for days whose hash expired)."""
+        """Per day, the ``<prefix><metric>`` counters settle, refuse and feedback keep in the rollup
+        hashes, recomputed from cold rows (for days whose hash has expired). Refusals by reason
+        (``ref:<reason>``) are not in the ledger rows, so only their total comes back."""
         files = await self._files(redis, tenant, days)
         if not files:
             return {}
-        sql = """SELECT day, tier, model, cx, count(*), sum(cost_nusd), sum(cf_nusd), sum(pt), sum(cached), sum(ct),
-                        sum(rt), sum(q), count(q), sum(CASE WHEN q IS NULL THEN 0 ELSE cost_nusd END)
+        sql = """SELECT day, pre, kind, count(*), sum(cost_nusd), sum(cf_nusd), sum(pt), sum(cached), sum(ct),
+                        sum(rt), sum(cfe), sum(bf), sum(refest), sum(q), count(q),
+                        sum(CASE WHEN q IS NULL THEN 0 ELSE cost_nusd END)
                  FROM {files} GROUP BY ALL"""
         out: dict[str, dict[str, int]] = {}
-        for day, tier, model, cx, n, cost, cf, pt, cached, ct, rt, qsum, qn, qcost in await asyncio.to_thread(
-                self._query, files, sql):
+        for (day, pre, kind, n, cost, cf, pt, cached, ct, rt, cfe, bf, refest, qsum, qn,
+             qcost) in await asyncio.to_thread(self._query, files, sql):
             h = out.setdefault(day, {})
-            pre, cxp = f"{tier}|{model}|", f"cx|{cx}|{tier}|"
-            for k, v in (("n", n), ("cost", cost), ("cf", cf), ("pt", pt), ("cached", cached), ("ct", ct), ("rt", rt)):
-                h[pre + k] = h.get(pre + k, 0) + int(v or 0)
-            for k, v in (("n", n), ("cost", cost), ("cf", cf)):
-                h[cxp + k] = h.get(cxp + k, 0) + int(v or 0)
-            if qn:
-                for p in (pre, cxp):
-                    for k, v in (("qsum", qsum), ("qn", qn), ("qcost", qcost)):
-                        h[p + k] = h.get(p + k, 0) + int(v or 0)
+            if kind == "refusal":
+                metrics = (("ref", n), ("refest", refest))
+            else:
+                metrics = (("n", n), ("cost", cost), ("cf", cf), ("pt", pt), ("cached", cached), ("ct", ct),
+                           ("rt", rt), ("cfe", cfe), ("bf", bf))
+                if qn:
+                    metrics += (("qsum", qsum), ("qn", qn), ("qcost", qcost))
+            for k, v in metrics:
+                if v:
+                    h[pre + k] = h.get(pre + k, 0) + int(v)
         return out
 
 

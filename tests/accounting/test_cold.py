@@ -41,6 +41,9 @@ async def _seed(acct, n: int = 36) -> list[str]:
             if i % 3 == 0:
                 assert await acct.feedback(p, rid, score=(i % 5) / 4)
             rids.append(rid)
+            if i % 5 == 2:  # refusals are ledgered too, and counted in the rollups
+                await acct.refuse(LedgerRecord(request_id=new_request_id(), key_id=p.key_id, tenant=t, tier=tier,
+                                               model=model, ts=now - (i % 4) * 86400), 777_000 + i)
     return rids
 
 
@@ -62,12 +65,12 @@ def _files(root: Path) -> list[Path]:
 async def test_compaction_keeps_reports_and_exports(acct, tmp_path):
     await _seed(acct)
     before = await _views(acct)
-    assert len(before["export"]) == 72
+    assert len(before["export"]) == 72 + 2 * 7
     cold = ColdLedger(str(tmp_path / "cold"))
     # everything settled up to now counts as old: cutoff is "now + 1 day - 1 day"
     for t in TENANTS:
         r = await cold.compact_tenant(acct.redis, t, older_than_days=1, batch=10, now=time.time() + 86400)
-        assert r.rows == 36 and r.batches == 4
+        assert r.rows == 43 and r.batches == 5
         assert await acct.redis.xlen(rk.ledger(t)) == 0
     files = _files(tmp_path / "cold")
     assert files and all("tenant=" in str(f) and "day=" in str(f) for f in files)
@@ -80,7 +83,7 @@ async def test_compaction_keeps_reports_and_exports(acct, tmp_path):
     # new traffic after compaction: reports and exports read both sides
     await _seed(acct, n=6)
     both = await reports.export_rows(acct.redis, cold=cold)
-    assert len(both) == 72 + 12 and len({r["request_id"] for r in both}) == 84
+    assert len(both) == 86 + 14 and len({r["request_id"] for r in both}) == 100
     # re-running has nothing to do and writes nothing
     assert sum(r.rows for r in await compact_all(acct.redis, cold, older_than_days=1)) == 0
     assert _files(tmp_path / "cold") == files
@@ -117,10 +120,10 @@ async def test_crash_at_each_step_loses_and_doubles_nothing(acct, tmp_path, step
     cold = ColdLedger(root)
     res = await cold.compact_tenant(acct.redis, "acme", 1, batch=8, now=time.time() + 86400)
     moved = res.rows + (8 if step == "commit" else 0)  # a crash after commit had already moved its batch
-    assert moved == 12
+    assert moved == 14
     assert await acct.redis.xlen(rk.ledger("acme")) == 0
     assert await acct.redis.hget(rk.ledger_cold("acme"), "pending") is None
-    assert int(await acct.redis.hget(rk.ledger_cold("acme"), "rows")) == 12
+    assert int(await acct.redis.hget(rk.ledger_cold("acme"), "rows")) == 14
     assert await _views(acct, cold) == before
     assert not list(Path(root).rglob("*.tmp-*"))
 
@@ -154,7 +157,7 @@ def test_cli_compact_then_report_and_export(redis_url, settings, prices, tmp_pat
     exp0 = run(app, ["ledger", "export", "--format", "jsonl", *base])
     r = run(app, ["ledger", "compact", "--older-than-days", "0", "--json", *base])
     assert r.exit_code == 0, r.output
-    assert '"rows": 4' in r.stdout
+    assert '"rows": 5' in r.stdout
     with redis_sync.Redis.from_url(redis_url) as r_:
         assert r_.xlen(rk.ledger("acme")) == 0
     assert run(app, ["ledger", "report", "--tenant", "acme", "--json", *base]).stdout == rep0.stdout
