@@ -15,15 +15,12 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
-from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from . import redis_keys as rk
 from .breaker import CircuitBreaker
-from .ids import is_request_id
 from .budgets import BudgetStore
 from .keys import KeyStore
 from .models import (
@@ -33,76 +30,29 @@ from .models import (
     LedgerRecord,
     PlanEstimate,
     Principal,
-    TenantMismatch,
     UpstreamCall,
-    NANO,
     Usage,
     from_nusd,
     to_nusd,
 )
 from .prices import PriceBook
 from .redis_client import close_client, make_client
+from .evaluations import EvaluationMixin
+from .feedback import FeedbackMixin
+from .settings import AccountingSettings, complexity_bucket
+from .settings import as_str as _s
+from .settings import clean as _clean
+from .settings import lua as _lua
+from .settings import today as _today
+from .settlement import SettlementMixin
 from .spool import Spool
 
 log = logging.getLogger("triage.accounting")
 
-
-class AccountingSettings(BaseModel):
-    fail_open: bool = False  # admission when Redis is unreachable: refuse (503) unless this is set
-    # Generous: on a loaded 2-core host our own event loop is slow to read replies, and a Redis that
-    # stalls for a second or two (fork for a snapshot, a busy neighbour) is slow, not down. Only an
-    # unreachable Redis should fail requests, and that shows as a refused or timed-out connect.
-    redis_timeout_s: float = 10.0
-    connect_timeout_s: float = 5.0
-    # A connection that fails (stale after a Redis restart, reset by a proxy) is reconnected and the
-    # command sent again this many times before it counts as a failure. Every script is idempotent.
-    connection_retries: int = 1
-    # Idle pooled connections are PINGed before reuse after this long, so a dead one is found first.
-    health_check_interval_s: float = 10.0
-    # A blocking pool: a burst waits briefly for a connection instead of failing (redis-py's plain pool
-    # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
-    max_connections: int = 512  # a burst should wait on Redis, not on our own pool
-    pool_wait_s: float = 5.0
-    lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
-    auth_cache_ttl_s: float = 5.0
-    ledger_retention_days: int = 90
-    ledger_maxlen: int | None = None  # if set, trim streams by length instead of age
-    idempotency_days: int = 30  # how long a settled request id is remembered (spool replay window)
-    spool_dir: str | None = None  # default: <TRIAGE_STATE_DIR or .triage>/spool
-    counterfactual_model: str | None = None  # price-book name of the top tier's model
-    # Consecutive failures (after retries) that open the breaker; while open, requests wait for one
-    # shared PING instead of each timing out, and the first PING that answers closes it again.
-    breaker_threshold: int = 5
+__all__ = ["Accountant", "AccountingSettings", "complexity_bucket"]
 
 
-def _lua(name: str) -> str:
-    return resources.files("accounting").joinpath("lua", name).read_text()
-
-
-def complexity_bucket(c: float | None) -> str:
-    if c is None:
-        return "na"
-    b = min(9, max(0, int(c * 10)))
-    return f"{b / 10:.1f}"
-
-
-_day_cache: tuple[int, tuple[str, str]] = (-1, ("", ""))
-
-
-def _today(now: datetime | None = None) -> tuple[str, str]:
-    """UTC day and month bucket names; formatted once per day, not per request."""
-    global _day_cache
-    if now is None:
-        epoch_day = int(time.time() // 86400)
-        if epoch_day == _day_cache[0]:
-            return _day_cache[1]
-        now = datetime.fromtimestamp(epoch_day * 86400, timezone.utc)
-        _day_cache = (epoch_day, (now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")))
-        return _day_cache[1]
-    return now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
-
-
-class Accountant:
+class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
     def __init__(self, redis: Any, settings: AccountingSettings, prices: PriceBook):
         self.redis = redis
         self.settings = settings
@@ -358,102 +308,6 @@ class Accountant:
             cache_write_tokens=usage.cache_write_tokens, cost_usd=self.prices.cost(model, usage), **kw,
         )
 
-    def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[int, int]:
-        """(cost, counterfactual) in integer nano-USD; every call's own cost is fixed to whole nano-USD
-        first, so the record's total is exactly the sum of its calls."""
-        for c in record.calls:
-            if c.cost_usd == 0.0 and c.cost_nusd is None and (c.prompt_tokens or c.completion_tokens) \
-                    and c.model in self.prices:
-                c.cost_usd = self.prices.cost(c.model, c.usage(), c.service_tier)
-            c.cost_nusd = c.nusd()
-            c.cost_usd = c.cost_nusd / NANO
-        if record.cost_nusd is not None:
-            cost = record.cost_nusd
-        elif record.cost_usd is not None:
-            cost = to_nusd(record.cost_usd)
-        else:
-            cost = sum(c.cost_nusd or 0 for c in record.calls)
-        if record.model in self.prices and self.prices.price(record.model).unpriced and adm.reserved_nusd:
-            cost = max(cost, adm.reserved_nusd)  # configured to settle unpriced models at the reservation
-        if record.counterfactual_nusd is not None:
-            cf = record.counterfactual_nusd
-        elif record.counterfactual_cost_usd is not None:
-            cf = to_nusd(record.counterfactual_cost_usd)
-        else:
-            m = self.settings.counterfactual_model
-            if m and m in self.prices:
-                cf = to_nusd(self.prices.cost(m, record.total_usage()))
-                record.counterfactual_method = record.counterfactual_method or "top-model-at-usage"
-            else:
-                cf = cost
-                record.counterfactual_method = record.counterfactual_method or "none"
-        return cost, cf
-
-    @staticmethod
-    def rollup_prefix(key_id: str, tier: str, model: str, bucket: str, workflow: str) -> str:
-        return "|".join(_clean(v) for v in (key_id, tier, model, bucket, workflow)) + "|"
-
-    def _trim(self, ts: float) -> tuple[str, str]:
-        s = self.settings
-        if s.ledger_maxlen:
-            return "MAXLEN", str(s.ledger_maxlen)
-        return "MINID", f"{int((ts - s.ledger_retention_days * 86400) * 1000)}-0"
-
-    def _settle_call(self, adm: Admission, record: LedgerRecord) -> tuple[list[str], list[Any]]:
-        cost, cf = self._cost(adm, record)
-        record.cost_nusd, record.counterfactual_nusd = cost, cf
-        record.cost_usd, record.counterfactual_cost_usd = cost / NANO, cf / NANO
-        if not adm.store_prompts:
-            record.prompt = None
-        if record.ts is None:
-            record.ts = time.time()
-        if not record.tier:
-            record.tier = adm.tier
-        if not record.model:
-            record.model = adm.model
-        tenant = record.tenant or adm.tenant
-        kid = record.key_id or adm.key_id
-        now = datetime.fromtimestamp(record.ts, timezone.utc)
-        day, month = _today(now)
-        usage = record.total_usage()
-        s = self.settings
-        trim_kind, trim_arg = self._trim(record.ts)
-        bucket = complexity_bucket(record.complexity)
-        keys = [rk.done(tenant, record.request_id), rk.ledger(tenant), rk.request(tenant, record.request_id),
-                rk.rollup(tenant, day), rk.top_lengths(tenant)]
-        for sc in adm.held_scopes:
-            keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
-        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
-        # that model (a fallback hop to another model counts against that model's budget).
-        total = cost
-        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
-        charge = [k_scope, t_scope, rk.scope_tier(k_scope, record.tier), rk.scope_tier(t_scope, record.tier)]
-        amounts = [total] * 4
-        per_model: dict[str, int] = {}
-        for c in record.calls:
-            per_model[c.model] = per_model.get(c.model, 0) + (c.cost_nusd or 0)
-        home = adm.model or record.model
-        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, unpriced
-        for m, amt in per_model.items():
-            charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
-            amounts += (amt, amt)
-        keys += [rk.spend(tenant, sc) for sc in charge]
-        learn_calls = learn_ct = 0
-        if record.counterfactual_method == "top-tier" and record.status == "ok":
-            ok = [c for c in record.calls if c.status == "ok" and not c.estimated]
-            learn_calls, learn_ct = len(ok), sum(c.completion_tokens for c in ok)
-        billed = sum(1 for c in record.calls if c.billed_failure)
-        cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
-        nums = (adm.reserved_nusd, cost, cf, usage.prompt_tokens, usage.cached_tokens,
-                usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
-                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
-                learn_calls, learn_ct)
-        pre = self.rollup_prefix(kid, record.tier, record.model, bucket, record.workflow)
-        strs = (day, month, pre, tenant, kid, record.tier, record.model, bucket)
-        args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
-                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
-        return keys, args
-
     async def settle(self, adm: Admission, record: LedgerRecord) -> bool:
         """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate."""
         keys, args = self._settle_call(adm, record)
@@ -513,72 +367,6 @@ class Accountant:
             return True  # cannot tell; the next renewal tries again
         return int(n) > 0
 
-    async def top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, tuple[int, int]]:
-        """Per complexity bucket: (the tenant's top-tier calls, their completion tokens), learned at settle;
-        cached per tenant for ``max_age_s``."""
-        at, cached = self._lengths.get(tenant, (-1e9, {}))
-        now = time.monotonic()
-        if now - at < max_age_s or not self.breaker.allow():
-            return cached
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                raw = await self.redis.hgetall(rk.top_lengths(tenant))
-        except (RedisError, OSError, TimeoutError):
-            return cached
-        acc: dict[str, list[int]] = {}
-        for k, v in raw.items():
-            b, _, metric = _s(k).rpartition("|")
-            acc.setdefault(b, [0, 0])[0 if metric == "calls" else 1] = int(_s(v))
-        out = {b: (c, t) for b, (c, t) in acc.items()}
-        if len(self._lengths) > 10_000:
-            self._lengths.clear()
-        self._lengths[tenant] = (now, out)
-        return out
-
-    async def record_evaluation(self, record: LedgerRecord) -> bool:
-        """Book a shadow run: its own ledger stream and the tenant's evaluation spend, never the
-        tenant's request spend or budgets. Idempotent per request id."""
-        record.kind = "evaluation"
-        for c in record.calls:
-            if c.cost_nusd is None:
-                c.cost_nusd = to_nusd(c.cost_usd) if c.cost_usd else (
-                    to_nusd(self.prices.cost(c.model, c.usage(), c.service_tier)) if c.model in self.prices else 0)
-            c.cost_usd = c.cost_nusd / NANO
-        record.cost_nusd = sum(c.cost_nusd or 0 for c in record.calls)
-        record.cost_usd = record.cost_nusd / NANO
-        record.prompt = None
-        if record.ts is None:
-            record.ts = time.time()
-        day, month = _today(datetime.fromtimestamp(record.ts, timezone.utc))
-        trim_kind, trim_arg = self._trim(record.ts)
-        sc = rk.scope_eval(record.tenant)
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                if not await self.redis.set(rk.done(record.tenant, record.request_id), "1", nx=True,
-                                            ex=self.settings.idempotency_days * 86400):
-                    return False
-                async with self.redis.pipeline(transaction=True) as p:
-                    p.xadd(rk.evals(record.tenant), {"rid": record.request_id, "d": record.model_dump_json()},
-                           **({"maxlen": int(trim_arg)} if trim_kind == "MAXLEN" else {"minid": trim_arg}),
-                           approximate=True)
-                    for f in (f"d:{day}", f"m:{month}", "t"):
-                        p.hincrby(rk.spend(record.tenant, sc), f, record.cost_nusd)
-                    await p.execute()
-        except (RedisError, OSError, TimeoutError):
-            log.warning("evaluation %s not ledgered: accounting store unavailable", record.request_id)
-            return False
-        return True
-
-    async def eval_spend_nusd(self, tenant: str) -> int:
-        """This month's evaluation (shadow) spend of a tenant."""
-        _, month = _today()
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                v = await self.redis.hget(rk.spend(tenant, rk.scope_eval(tenant)), f"m:{month}")
-        except (RedisError, OSError, TimeoutError):
-            return 1 << 62  # unknown: treat as spent, shadowing is optional
-        return int(_s(v)) if v is not None else 0
-
     # -- spool ----------------------------------------------------------------------------------
 
     def _maybe_replay(self) -> None:
@@ -598,55 +386,3 @@ class Accountant:
                 await self._call(self._settle, entry["keys"], entry["args"])
 
             return await self.spool.replay(apply)
-
-    async def owner_of(self, request_id: str) -> str | None:
-        """The tenant whose ledger holds ``request_id`` (master-key feedback); O(tenants), admin-only."""
-        try:
-            names = sorted(_s(t) for t in await self.redis.smembers(rk.tenants_index()))
-            async with self.redis.pipeline(transaction=False) as p:
-                for t in names:
-                    p.exists(rk.request(t, request_id))
-                hits = await p.execute()
-        except (RedisError, OSError) as e:
-            raise AccountingUnavailable("accounting store unavailable") from e
-        return next((t for t, h in zip(names, hits) if h), None)
-
-    # -- quality --------------------------------------------------------------------------------
-
-    async def feedback(self, principal: Principal | str, request_id: str, score: float | None = None,
-                       comment: str | None = None, thumbs: str | None = None) -> bool:
-        """Rate a request of the caller's own tenant. False if unknown; TenantMismatch if another's."""
-        tenant = principal if isinstance(principal, str) else principal.tenant
-        if score is None:
-            if thumbs not in ("up", "down"):
-                raise ValueError("give score in [0, 1] or thumbs up/down")
-            score = 1.0 if thumbs == "up" else 0.0
-        if not (0.0 <= score <= 1.0):
-            raise ValueError("score must be in [0, 1]")
-        if not is_request_id(request_id):
-            return False  # not an id we minted, so no record of ours: never build a key from it
-        try:
-            owner, day = await self.redis.hmget(rk.request(tenant, request_id), "tenant", "day")
-        except (RedisError, OSError) as e:
-            raise AccountingUnavailable("accounting store unavailable") from e
-        if owner is None:
-            return False
-        if _s(owner) != tenant:
-            raise TenantMismatch("request belongs to another tenant")
-        res = await self._call(
-            self._feedback,
-            [rk.request(tenant, request_id), rk.rollup(tenant, _s(day))],
-            [tenant, int(round(score * 1_000_000)), (comment or "")[:2000]],
-        )
-        if int(res) == -2:
-            raise TenantMismatch("request belongs to another tenant")
-        return int(res) == 1
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _clean(v: str | None) -> str:
-    """A rollup field part: no separator inside, never empty."""
-    return (v or "-").replace("|", "/")

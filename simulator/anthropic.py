@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from simulator.app import respond, run_stream, send_fault_status, wait_disconnect
+from simulator.wire import respond, run_stream, send_fault_status, wait_disconnect
 from router.http.sse import encode_event
 
 if TYPE_CHECKING:
-    from simulator.app import MockState, Plan
+    from simulator.state import MockState
+    from simulator.wire import Plan
 
 _dumps = orjson.dumps
 

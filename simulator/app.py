@@ -54,256 +54,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import itertools
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from router.http.sse import DONE_EVENT
 from simulator import difficulty as dm
 from simulator import model as mm
-from router.http.sse import DONE_EVENT
+from simulator.anthropic import anthropic_messages
+from simulator.state import DEFAULT_MODELS, MockSettings, MockState
+from simulator.wire import (_ERROR_OBJ, _OTHER_FAULTS, _STREAM_FAULTS, JSON_CT, Plan, openai_error,
+                            read_body, respond, run_stream, send_fault_status, wait_disconnect)
+
+__all__ = ["DEFAULT_MODELS", "MockSettings", "MockState", "Plan", "build_app"]
 
 _loads = orjson.loads
 _dumps = orjson.dumps
-JSON_CT = (b"content-type", b"application/json")
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-DEFAULT_MODELS = ["mock-fast", "mock-mini", "mock-reasoner", "gpt-4o-mini", "o3-mini"]
-_STREAM_FAULTS = ("disconnect", "truncate", "stall")
-_OTHER_FAULTS = ("timeout", "malformed", "json_stream", "error_event")
-_ERROR_OBJ = b'{"message":"mock: upstream error","type":"server_error","param":null,"code":500}'
 
-
-@dataclass
-class MockSettings:
-    latency_ms: float = 0.0
-    ttft_ms: float = 0.0
-    itl_ms: float = 0.0
-    completion_tokens: int = 16
-    disagreement: float = 0.25
-    difficulty: bool = False          # per-question difficulty model (simulator/difficulty.py)
-    model_skill: dict[str, float] = field(default_factory=dict)
-    reasoning_models: list[str] = field(default_factory=list)
-    prompt_cache: bool = True
-    cache_min_tokens: int = 256
-    hang_s: float = 300.0
-    disconnect_after_chunks: int = 2
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    model_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
-    keep_bodies: int = 100
-
-
-class MockState:
-    """Mutable server state; shared with the test process in thread mode."""
-
-    def __init__(self, settings: MockSettings):
-        self.initial = dataclasses.replace(settings)
-        self.settings = settings
-        self.cache = mm.PromptCache(min_tokens=settings.cache_min_tokens)
-        self.ids = itertools.count(1)
-        self.reset()
-
-    def reset(self) -> None:
-        self.settings = dataclasses.replace(self.initial)
-        self.cache.clear()
-        self.cache.min_tokens = self.settings.cache_min_tokens
-        self.faults: list[dict[str, Any]] = []
-        self.total = 0
-        self.requests: dict[str, int] = {}
-        self.paths: dict[str, int] = {}
-        self.faults_injected: dict[str, int] = {}
-        self.last: deque[dict[str, Any]] = deque(maxlen=self.settings.keep_bodies)
-        self.last_by_model: dict[str, dict[str, Any]] = {}
-
-    def record(self, path: str, model: str, body: Any, headers: dict[str, str], auth: str | None) -> None:
-        self.total += 1
-        self.requests[model] = self.requests.get(model, 0) + 1
-        self.paths[path] = self.paths.get(path, 0) + 1
-        rec = {
-            "path": path,
-            "model": model,
-            "body": body,
-            "headers": headers,
-            "api_key_sha256": hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else None,
-        }
-        self.last.append(rec)
-        self.last_by_model[model] = rec
-
-    def take_fault(self, model: str) -> dict[str, Any] | None:
-        for i, rule in enumerate(self.faults):
-            if rule["model"] in ("*", model):
-                rule["count"] -= 1
-                if rule["count"] <= 0:
-                    del self.faults[i]
-                return rule
-        return None
-
-    def update_settings(self, patch: dict[str, Any]) -> None:
-        names = {f.name for f in dataclasses.fields(MockSettings)}
-        bad = set(patch) - names
-        if bad:
-            raise ValueError(f"unknown settings: {sorted(bad)}")
-        self.settings = dataclasses.replace(self.settings, **patch)
-        self.cache.min_tokens = self.settings.cache_min_tokens
-        if self.last.maxlen != self.settings.keep_bodies:
-            self.last = deque(self.last, maxlen=self.settings.keep_bodies)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "requests": self.requests,
-            "paths": self.paths,
-            "faults_injected": self.faults_injected,
-            "last": list(self.last),
-            "last_by_model": self.last_by_model,
-        }
-
-
-# ---------------------------------------------------------------- ASGI plumbing
-
-
-async def read_body(receive: Any) -> bytes:
-    msg = await receive()
-    body = msg.get("body", b"")
-    if not msg.get("more_body"):
-        return body
-    parts = [body]
-    while msg.get("more_body"):
-        msg = await receive()
-        parts.append(msg.get("body", b""))
-    return b"".join(parts)
-
-
-async def respond(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [JSON_CT, (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def wait_disconnect(receive: Any, limit: float) -> None:
-    """Hang like a stuck upstream, but stop as soon as the client gives up."""
-    async def _until_gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    try:
-        await asyncio.wait_for(_until_gone(), limit)
-    except asyncio.TimeoutError:
-        pass
-
-
-def openai_error(status: int, message: str, etype: str = "server_error") -> bytes:
-    return _dumps({"error": {"message": message, "type": etype, "param": None, "code": str(status)}})
-
-
-async def send_fault_status(send: Any, fault: str, rule: dict[str, Any], anthropic: bool) -> None:
-    status = 429 if fault == "429" else int(fault)
-    extra = None
-    if status == 429:
-        etype = "rate_limit_error" if anthropic else "rate_limit_exceeded"
-        msg = "mock: rate limited"
-        extra = [(b"retry-after", str(rule.get("retry_after", 1)).encode())]
-    else:
-        etype = "api_error" if anthropic else ("server_error" if status >= 500 else "invalid_request_error")
-        msg = f"mock: injected {status}"
-    if anthropic:
-        body = _dumps({"type": "error", "error": {"type": etype, "message": msg}})
-    else:
-        body = openai_error(status, msg, etype)
-    await respond(send, status, body, extra)
-
-
-def knob(state: MockState, model: str, hdr: dict[str, str], name: str) -> float:
-    v = hdr.get("x-mock-" + name.replace("_", "-"))
-    if v is not None:
-        return float(v)
-    ov = state.settings.model_overrides.get(model)
-    if ov and name in ov:
-        return float(ov[name])
-    return float(getattr(state.settings, name))
-
-
-class Plan:
-    """Everything needed to render one response, computed once per request."""
-
-    __slots__ = ("model", "prompt", "cached", "visible", "reasoning", "finish", "pieces", "lps",
-                 "latency", "ttft", "itl", "fault", "rule", "after", "tool_calls", "n")
-
-    def __init__(self, state: MockState, model: str, messages: list[Any], body: dict[str, Any],
-                 hdr: dict[str, str], prefix: list[Any] | None = None) -> None:
-        s = state.settings
-        self.model = model
-        msgs = (prefix + messages) if prefix else messages
-        self.prompt, per = mm.prompt_tokens_for(msgs, body.get("tools"))
-        self.cached = state.cache.lookup_and_store(model, msgs, per) if s.prompt_cache else 0
-        cap = body.get("max_completion_tokens")
-        if cap is None:
-            cap = body.get("max_tokens")
-        self.visible, self.reasoning, self.finish = mm.plan_completion(
-            visible=int(knob(state, model, hdr, "completion_tokens")),
-            reasoning_model=mm.is_reasoning_model(model, set(s.reasoning_models)),
-            effort=body.get("reasoning_effort"),
-            cap=int(cap) if cap is not None else None,
-        )
-        question = mm.last_user_text(messages)
-        if s.difficulty:
-            self.pieces, lps = dm.pieces_and_logprobs(model, msgs, body, self.visible, s.model_skill, question)
-        else:
-            self.pieces = mm.content_for(model, question, self.visible, s.disagreement, dm.sample_key(body))
-            lps = [-0.001 if i < 2 else -0.05 for i in range(len(self.pieces))]
-        self.lps = lps if body.get("logprobs") else None
-        n = body.get("n")
-        self.n = n if isinstance(n, int) and n > 1 else 1
-        self.tool_calls = mm.tool_calls_for(model, messages, body, s.disagreement)
-        if self.tool_calls:
-            self.pieces, self.lps = [], None
-            self.visible = mm.tool_call_tokens(self.tool_calls)
-            self.finish = "tool_calls"
-        else:
-            js = mm.structured_content(model, question, body.get("response_format"), s.disagreement)
-            if js is not None:
-                self.pieces = mm.pieces_of(js)
-                self.lps = [-0.01] * len(self.pieces) if body.get("logprobs") else None
-                self.visible = (len(js) + 3) // 4
-                self.finish = "stop"
-        self.latency = knob(state, model, hdr, "latency_ms") / 1000
-        self.ttft = knob(state, model, hdr, "ttft_ms") / 1000
-        self.itl = knob(state, model, hdr, "itl_ms") / 1000
-        fault = hdr.get("x-mock-fault")
-        rule: dict[str, Any] = {}
-        if fault is None:
-            r = state.take_fault(model)
-            if r is not None:
-                fault, rule = r["fault"], r
-        self.fault = fault
-        self.rule = rule
-        after = rule.get("after_chunks") or hdr.get("x-mock-after-chunks")
-        self.after = int(after) if after is not None else s.disconnect_after_chunks
-        if fault:
-            state.faults_injected[fault] = state.faults_injected.get(fault, 0) + 1
-
-    def total_delay(self) -> float:
-        return max(self.latency, self.ttft + self.itl * max(0, len(self.pieces) - 1))
-
-    def usage(self) -> dict[str, Any]:
-        comp = (self.visible + self.reasoning) * self.n  # n choices: each is generated, each is billed
-        return {
-            "prompt_tokens": self.prompt,
-            "completion_tokens": comp,
-            "total_tokens": self.prompt + comp,
-            "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": self.reasoning,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
 
 
 # ---------------------------------------------------------------- OpenAI chat
@@ -395,46 +163,6 @@ async def stream_chat(state: MockState, body: dict[str, Any], plan: Plan, cid: s
         events = events[:plan.after]
         final = [b'data: {"error":' + _ERROR_OBJ + b"}\n\n"]
     await run_stream(state, plan, events, final, b'data: {"id": "chatcmpl-mock", "choices": [{"de\n\n', receive, send)
-
-
-async def run_stream(state: MockState, plan: Plan, events: list[bytes], final: list[bytes],
-                     malformed: bytes, receive: Any, send: Any) -> None:
-    """Send ``events`` (first = role/start, rest = one per content token) then ``final``."""
-    fault = plan.fault
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    if fault == "malformed":
-        await send({"type": "http.response.body", "body": events[0] + malformed, "more_body": True})
-        await send({"type": "http.response.body", "body": b"".join(final)})
-        return
-    start = time.monotonic()
-    if fault in _STREAM_FAULTS:
-        k = plan.after
-        for ev in events[:k]:
-            await send({"type": "http.response.body", "body": ev, "more_body": True})
-        if fault == "stall":
-            await wait_disconnect(receive, state.settings.hang_s)
-        if fault == "truncate" or fault == "stall":
-            await send({"type": "http.response.body", "body": b""})
-        return  # "disconnect": incomplete response -> uvicorn closes the socket
-    if plan.ttft > 0:
-        await asyncio.sleep(plan.ttft)
-    if plan.itl <= 0:
-        # no pacing requested: one write keeps the mock off the benchmark's critical path
-        head = b"".join(events)
-    else:
-        await send({"type": "http.response.body", "body": events[0] + events[1] if len(events) > 1 else events[0],
-                    "more_body": True})
-        for ev in events[2:]:
-            await asyncio.sleep(plan.itl)
-            await send({"type": "http.response.body", "body": ev, "more_body": True})
-        head = b""
-    rest = plan.latency - (time.monotonic() - start)
-    if rest > 0:
-        if head:
-            await send({"type": "http.response.body", "body": head, "more_body": True})
-            head = b""
-        await asyncio.sleep(rest)
-    await send({"type": "http.response.body", "body": head + b"".join(final)})
 
 
 # ---------------------------------------------------------------- app
@@ -547,9 +275,3 @@ def truth(state: MockState, payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(question, str):
         raise TypeError("question must be a string")
     return dm.judge(model, question, state.settings.model_skill, dm.sample_key(payload)).as_dict()
-
-
-# Imported last: these modules use the helpers above (circular by design, so the
-# public API stays ``from simulator.app import build_app, serve, MockServer``).
-from simulator.anthropic import anthropic_messages  # noqa: E402
-from simulator.server import MockServer, serve  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """Running the mock upstream: ``serve`` (CLI, foreground) and ``MockServer`` (tests, benches).
 
 ``MockServer`` runs uvicorn in a background thread (default; ``.state`` is
-then the live :class:`~simulator.app.MockState`) or in a subprocess
+then the live :class:`~simulator.state.MockState`) or in a subprocess
 (``mode="process"``, for benchmarks, so the mock does not share the GIL with
 the code under test). Either way it listens on a free 127.0.0.1 port and
 ``.base_url`` is ``http://127.0.0.1:PORT/v1``.
@@ -21,7 +21,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.app import MockSettings, MockState
+    from simulator.state import MockSettings, MockState
 
 
 def _config(app: Any, host: str, port: int, log_level: str) -> Any:
@@ -173,7 +173,7 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[str, int, MockSet
     --disagreement --cache-min-tokens --difficulty --settings-json`` (the CLI mirrors these)."""
     import argparse
 
-    from simulator.app import MockSettings
+    from simulator.state import MockSettings
 
     p = argparse.ArgumentParser("mock-upstream")
     p.add_argument("--host", default="127.0.0.1")

@@ -18,7 +18,8 @@ from typing import Any
 import uvloop
 
 from simulator.server import MockServer, _config
-from simulator.app import MockSettings, build_app
+from simulator.app import build_app
+from simulator.state import MockSettings
 from router.upstream import Deployment, Upstream
 
 

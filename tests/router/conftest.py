@@ -18,7 +18,8 @@ import pytest
 import uvicorn
 import yaml
 
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 
 MASTER = "sk-test-master-0123456789"
 

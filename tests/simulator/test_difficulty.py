@@ -8,7 +8,8 @@ import openai
 import pytest
 
 from simulator import difficulty as dm
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 
 SKILLS = {"cheap": 0.45, "strong": 0.95}
 

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from simulator import model as mm
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 from router.http.sse import SSEDecoder
 
 

@@ -10,7 +10,8 @@ from email.utils import formatdate
 
 import pytest
 
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 from router.http.sse import SSEDecoder, encode
 from router.upstream import Deployment, Upstream, UpstreamError, http_error, parse_retry_after
 

@@ -1,0 +1,125 @@
+"""How a settled request becomes the settle script's keys and arguments: exact nano-USD costs,
+the counterfactual, every scope charged, rollup fields and ledger trimming."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+
+from . import redis_keys as rk
+from .models import NANO, Admission, LedgerRecord, to_nusd
+from .settings import clean as _clean
+from .settings import complexity_bucket
+from .settings import today as _today
+
+if TYPE_CHECKING:
+    from .prices import PriceBook
+    from .settings import AccountingSettings
+
+log = logging.getLogger("triage.accounting")
+
+
+class SettlementMixin:
+    """Part of `Accountant` (accounting/accountant.py), split out to keep modules small."""
+
+    settings: AccountingSettings
+    prices: PriceBook
+
+    def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[int, int]:
+        """(cost, counterfactual) in integer nano-USD; every call's own cost is fixed to whole nano-USD
+        first, so the record's total is exactly the sum of its calls."""
+        for c in record.calls:
+            if c.cost_usd == 0.0 and c.cost_nusd is None and (c.prompt_tokens or c.completion_tokens) \
+                    and c.model in self.prices:
+                c.cost_usd = self.prices.cost(c.model, c.usage(), c.service_tier)
+            c.cost_nusd = c.nusd()
+            c.cost_usd = c.cost_nusd / NANO
+        if record.cost_nusd is not None:
+            cost = record.cost_nusd
+        elif record.cost_usd is not None:
+            cost = to_nusd(record.cost_usd)
+        else:
+            cost = sum(c.cost_nusd or 0 for c in record.calls)
+        if record.model in self.prices and self.prices.price(record.model).unpriced and adm.reserved_nusd:
+            cost = max(cost, adm.reserved_nusd)  # configured to settle unpriced models at the reservation
+        if record.counterfactual_nusd is not None:
+            cf = record.counterfactual_nusd
+        elif record.counterfactual_cost_usd is not None:
+            cf = to_nusd(record.counterfactual_cost_usd)
+        else:
+            m = self.settings.counterfactual_model
+            if m and m in self.prices:
+                cf = to_nusd(self.prices.cost(m, record.total_usage()))
+                record.counterfactual_method = record.counterfactual_method or "top-model-at-usage"
+            else:
+                cf = cost
+                record.counterfactual_method = record.counterfactual_method or "none"
+        return cost, cf
+
+    @staticmethod
+    def rollup_prefix(key_id: str, tier: str, model: str, bucket: str, workflow: str) -> str:
+        return "|".join(_clean(v) for v in (key_id, tier, model, bucket, workflow)) + "|"
+
+    def _trim(self, ts: float) -> tuple[str, str]:
+        s = self.settings
+        if s.ledger_maxlen:
+            return "MAXLEN", str(s.ledger_maxlen)
+        return "MINID", f"{int((ts - s.ledger_retention_days * 86400) * 1000)}-0"
+
+    def _settle_call(self, adm: Admission, record: LedgerRecord) -> tuple[list[str], list[Any]]:
+        cost, cf = self._cost(adm, record)
+        record.cost_nusd, record.counterfactual_nusd = cost, cf
+        record.cost_usd, record.counterfactual_cost_usd = cost / NANO, cf / NANO
+        if not adm.store_prompts:
+            record.prompt = None
+        if record.ts is None:
+            record.ts = time.time()
+        if not record.tier:
+            record.tier = adm.tier
+        if not record.model:
+            record.model = adm.model
+        tenant = record.tenant or adm.tenant
+        kid = record.key_id or adm.key_id
+        now = datetime.fromtimestamp(record.ts, timezone.utc)
+        day, month = _today(now)
+        usage = record.total_usage()
+        s = self.settings
+        trim_kind, trim_arg = self._trim(record.ts)
+        bucket = complexity_bucket(record.complexity)
+        keys = [rk.done(tenant, record.request_id), rk.ledger(tenant), rk.request(tenant, record.request_id),
+                rk.rollup(tenant, day), rk.top_lengths(tenant)]
+        for sc in adm.held_scopes:
+            keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
+        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
+        # that model (a fallback hop to another model counts against that model's budget).
+        total = cost
+        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
+        charge = [k_scope, t_scope, rk.scope_tier(k_scope, record.tier), rk.scope_tier(t_scope, record.tier)]
+        amounts = [total] * 4
+        per_model: dict[str, int] = {}
+        for c in record.calls:
+            per_model[c.model] = per_model.get(c.model, 0) + (c.cost_nusd or 0)
+        home = adm.model or record.model
+        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, unpriced
+        for m, amt in per_model.items():
+            charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
+            amounts += (amt, amt)
+        keys += [rk.spend(tenant, sc) for sc in charge]
+        learn_calls = learn_ct = 0
+        if record.counterfactual_method == "top-tier" and record.status == "ok":
+            ok = [c for c in record.calls if c.status == "ok" and not c.estimated]
+            learn_calls, learn_ct = len(ok), sum(c.completion_tokens for c in ok)
+        billed = sum(1 for c in record.calls if c.billed_failure)
+        cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
+        nums = (adm.reserved_nusd, cost, cf, usage.prompt_tokens, usage.cached_tokens,
+                usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
+                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
+                learn_calls, learn_ct)
+        pre = self.rollup_prefix(kid, record.tier, record.model, bucket, record.workflow)
+        strs = (day, month, pre, tenant, kid, record.tier, record.model, bucket)
+        args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
+                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
+        return keys, args
