@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from . import redis_keys as rk
 from .models import from_nusd
+from .periods import parse_since, tenants
 
 Z95 = 1.959963984540054
 SHORTFALL_MARGIN = 0.1  # the cheap answer "fell short" when it scores this much below the strong one
@@ -28,8 +29,6 @@ def _s(v: Any) -> str:
 
 
 async def eval_rows(redis: Redis, tenant: str | None, since: str | None = None) -> list[dict[str, Any]]:
-    from .reports import parse_since, tenants  # noqa: PLC0415 - reports imports this module
-
     start = parse_since(since) if since else None
     min_id = f"{int(start.timestamp() * 1000)}-0" if start else "-"
     out: list[dict[str, Any]] = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,6 +20,7 @@ from redis.asyncio import Redis
 from . import redis_keys as rk
 from .budgets import BudgetStore, period_field
 from .models import from_nusd, usd_str
+from .periods import parse_since, tenants
 
 EXPORT_COLUMNS = [
     "request_id", "client_request_id", "kind", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "workflow",
@@ -40,19 +40,6 @@ COUNTERFACTUAL_METHOD = (
     "request's complexity bucket (learned from this ledger; until 20 such calls exist, the request's own answer "
     "length). Requests that ran on the top tier count their real cost. 'measured' rows come from shadow runs."
 )
-
-
-def parse_since(since: str | None, now: datetime | None = None) -> datetime:
-    """'7d', '24h', '30m' or an ISO date/time; default 7 days."""
-    now = now or datetime.now(timezone.utc)
-    if not since:
-        return now - timedelta(days=7)
-    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", since)
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        return now - {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
-    dt = datetime.fromisoformat(since)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _days(start: datetime, end: datetime) -> list[str]:
@@ -187,11 +174,7 @@ def report_meta(price_version: str | None = None) -> dict[str, Any]:
     return {"price_map_version": price_version, "counterfactual_method": COUNTERFACTUAL_METHOD}
 
 
-async def tenants(redis: Redis) -> list[str]:
-    names = {_s(t) for t in await redis.smembers(rk.tenants_index())}
-    async for k in redis.scan_iter(match=rk.ledger_pattern(), count=500):  # every master, on Cluster
-        names.add(rk.tenant_of_key(_s(k)))
-    return sorted(names)
+
 
 
 async def _fill_from_cold(redis: Redis, cold: Any, names: list[str], days: list[str],
