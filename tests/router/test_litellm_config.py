@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from router.cli import app as cli_app
 from router.config import TriageConfig
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 from tests.router.conftest import start_proxy
 
 PURE = """

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from simulator import model as mm
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 
 TOOLS = [
     {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {
