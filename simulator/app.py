@@ -195,6 +195,25 @@ def build_app(settings: MockSettings | None = None) -> Any:
             return
         path = scope["path"]
         method = scope["method"]
+        if method == "POST" and path in ("/v1/embeddings", "/embeddings"):
+            raw = await read_body(receive)
+            try:
+                body = _loads(raw)
+                model, inp = body["model"], body["input"]
+                dim = body.get("dimensions")
+                if not isinstance(model, str) or (dim is not None and (not isinstance(dim, int) or dim < 1)):
+                    raise TypeError
+            except Exception:
+                return await respond(send, 400, openai_error(400, "mock: invalid embeddings body", "invalid_request_error"))
+            hdr, auth = _headers(scope)
+            state.record(path, model, body, hdr, auth)
+            fault = hdr.get("x-mock-fault")
+            if fault is None:
+                r = state.take_fault(model)
+                fault = r["fault"] if r is not None else None
+            if fault and fault.isdigit():
+                return await send_fault_status(send, fault, {}, False)
+            return await respond(send, 200, _dumps(mm.embeddings_response(model, inp, dim)))
         if method == "POST" and (path == "/v1/chat/completions" or path == "/chat/completions"
                                  or path == "/v1/messages"):
             raw = await read_body(receive)

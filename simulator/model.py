@@ -298,3 +298,32 @@ def pieces_of(text: str, size: int = JSON_PIECE) -> list[str]:
 
 def tool_call_tokens(calls: list[dict[str, Any]]) -> int:
     return sum((len(c["function"]["name"]) + len(c["function"]["arguments"]) + 3) // 4 + 3 for c in calls)
+
+
+# ---------------------------------------------------------------- embeddings
+#
+# Each input gets a unit vector of `dimensions` (default EMBED_DIM) floats derived from
+# blake2b(model, text); usage.prompt_tokens = sum over inputs of ceil(utf8_bytes / 4)
+# (token-array inputs count their length).
+
+EMBED_DIM = 8
+
+
+def embedding_for(model: str, text: str, dim: int = EMBED_DIM) -> list[float]:
+    raw = [((_h64(model, text, str(i)) % 20001) - 10000) / 10000 for i in range(dim)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def embeddings_response(model: str, inp: Any, dim: int | None = None) -> dict[str, Any]:
+    items = inp if isinstance(inp, list) and inp and not all(isinstance(x, int) for x in inp) else [inp]
+    data, tokens = [], 0
+    for i, x in enumerate(items):
+        if isinstance(x, list):
+            text, n = " ".join(str(t) for t in x), len(x)
+        else:
+            text = str(x)
+            n = (len(text.encode()) + 3) // 4
+        tokens += n
+        data.append({"object": "embedding", "index": i, "embedding": embedding_for(model, text, dim or EMBED_DIM)})
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -24,7 +24,11 @@ from starlette.routing import Route
 from accounting.ids import new_request_id
 from router.http.admin import admin_router
 from router.http.auth import authenticate, bearer_token, is_master
+from router.http.anthropic import messages as anthropic_messages
 from router.http.chat import ChatHandler
+from router.http.completions import completions
+from router.http.embeddings import embeddings
+from router.http.responses import responses
 from router.config import VIRTUAL_MODELS, ConfigError, TriageConfig
 from router.http.errors import ProxyError, error_body, forbidden, not_found, unauthorized
 from router.observe import web as review_web
@@ -136,6 +140,19 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     app = FastAPI(title="Triage", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     chat = ChatHandler(None)  # type: ignore[arg-type]  # bound at startup
 
+    # The rest of the surface clients send; each runs through chat's admission and settling.
+    async def embeddings_route(request: Request) -> Response:
+        return await embeddings(request, chat)
+
+    async def completions_route(request: Request) -> Response:
+        return await completions(request, chat)
+
+    async def responses_route(request: Request) -> Response:
+        return await responses(request, chat)
+
+    async def messages_route(request: Request) -> Response:
+        return await anthropic_messages(request, chat)
+
     async def chat_route(request: Request) -> Response:
         return await chat(request)
 
@@ -178,6 +195,10 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
 
     for prefix in ("/v1", ""):
         app.router.routes.append(Route(f"{prefix}/chat/completions", chat_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/embeddings", embeddings_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/completions", completions_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/responses", responses_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/messages", messages_route, methods=["POST"]))
         app.router.routes.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
         app.router.routes.append(Route(prefix + "/models/{model_id:path}", get_model, methods=["GET"]))
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))

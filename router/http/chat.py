@@ -57,6 +57,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+async def read_json(request: Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return _loads(body)
+    except orjson.JSONDecodeError as e:
+        raise bad_request(f"Request body is not valid JSON: {e.msg} at position {e.pos}.", code="invalid_json") from None
+
+
 def parse_cap(request: Request, raw: dict[str, Any], policy_cap: float | None) -> float | None:
     """A request may lower its per-query cap, never raise it above policy."""
     asked: Any = request.headers.get("x-triage-max-cost")
@@ -122,7 +130,9 @@ class ChatHandler:
     def __init__(self, state: AppState):
         self.state = state
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request, raw: dict[str, Any] | None = None) -> Response:
+        """`raw`: a chat body another endpoint (completions, responses, messages) translated its request
+        into; it then runs through exactly this pipeline: auth, classify, decide, admit, execute, settle."""
         st = self.state
         rid: str = request.scope["triage.request_id"]
         snap = st.snapshot
@@ -130,11 +140,8 @@ class ChatHandler:
         t0 = time.perf_counter()
 
         principal = await authenticate(request, st)
-        body = await read_body(request, cfg.server.max_body_bytes)
-        try:
-            raw = _loads(body)
-        except orjson.JSONDecodeError as e:
-            raise bad_request(f"Request body is not valid JSON: {e.msg} at position {e.pos}.", code="invalid_json") from None
+        if raw is None:
+            raw = await read_json(request, cfg.server.max_body_bytes)
         req = validate_chat(raw)
 
         model = req.model

@@ -190,3 +190,19 @@ async def litellm_stream(litellm: Any, dep: Deployment, body: dict[str, Any]) ->
         raise map_exception(dep, e, yielded) from None
     if not finished:
         raise UpstreamError(502, "disconnect", f"{dep.name}: stream ended before completion", partial=yielded)
+
+
+async def litellm_embed(litellm: Any, dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    kw = {k: v for k, v in body.items() if k not in ("model",)}
+    kw["model"] = dep.model
+    if dep.api_base:
+        kw["api_base"] = dep.api_base
+    if dep.api_key:
+        kw["api_key"] = dep.api_key
+    kw["timeout"] = dep.timeout
+    try:
+        resp = await litellm.aembedding(**kw)
+    except Exception as e:
+        raise map_exception(dep, e) from None
+    out = _dump(resp)
+    return out if isinstance(out, dict) else dict(out)

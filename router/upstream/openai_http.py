@@ -31,7 +31,7 @@ import orjson
 from router.http.sse import DONE, SSEDecoder
 from router.upstream.deployment import Deployment
 from router.upstream.errors import UpstreamError, _err, classify_status, http_error, transport_error
-from router.upstream.litellm_adapter import litellm_complete, litellm_stream
+from router.upstream.litellm_adapter import litellm_complete, litellm_embed, litellm_stream
 
 log = logging.getLogger("triage.upstream")
 
@@ -125,6 +125,31 @@ class Upstream:
                 raise error_object(dep, data["error"], False)
             raise _err("bad_response", f"{dep.name}: upstream response has no 'choices'",
                        upstream_status=resp.status)
+        return data
+
+    async def embed(self, dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        """``/embeddings`` of the deployment's API base: the list object with ``usage``."""
+        if dep.provider == "litellm":
+            return await litellm_embed(self._load_litellm(), dep, body)
+        payload = dict(body)
+        payload["model"] = dep.model
+        session = self._session or await self._sess()
+        url = (dep.api_base or "").rstrip("/") + "/embeddings"
+        try:
+            async with session.post(url, data=_dumps(payload), headers=dep._headers, timeout=dep._timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise http_error(dep, resp.status, raw, resp.headers)
+        except UpstreamError:
+            raise
+        except Exception as e:
+            raise transport_error(dep, e, False) from None
+        try:
+            data = _loads(raw)
+        except _JSONDecodeError:
+            raise _err("bad_response", f"{dep.name}: upstream returned invalid JSON", upstream_status=resp.status) from None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise _err("bad_response", f"{dep.name}: embeddings response has no 'data'", upstream_status=resp.status)
         return data
 
     # ------------------------------------------------------------ stream
