@@ -205,7 +205,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/admin/reload", reload, methods=["POST"]))
     app.include_router(admin_router)
-    review_web.install(app, ui=config.observability.ui)
+    review_web.install(app, ui=config.observability.ui, metrics_on=config.observability.metrics.enabled)
 
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> Response:

@@ -9,7 +9,7 @@ full budget.
 
 Hot path: one dict lookup and a few float additions into plain lists per
 request; those are folded into prometheus_client's children at each scrape
-(and, under several workers, once a second), so a request pays no locks and
+(and, under several workers, every 100 ms), so a request pays no locks and
 no label lookups. Buckets use `le` semantics (bisect_left), as observe() does.
 """
 
@@ -192,7 +192,7 @@ class Metrics:
             if c:
                 self.tenant_cost.labels(*labels).inc(c)  # type: ignore[union-attr]
 
-    def start_flusher(self, interval_s: float = 1.0) -> None:
+    def start_flusher(self, interval_s: float = 0.1) -> None:
         """Under several workers a scrape reads every worker's files, so each worker flushes on its own."""
         import asyncio  # noqa: PLC0415
 

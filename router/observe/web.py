@@ -251,10 +251,11 @@ def _guard(fn: Any) -> Any:
     return call
 
 
-def install(app: FastAPI, ui: bool = True) -> None:
-    """Add /metrics and (if ``ui``) /ui with its API to the gateway's app."""
+def install(app: FastAPI, ui: bool = True, metrics_on: bool = True) -> None:
+    """Add /metrics and /ui with its API to the gateway's app (each only if switched on)."""
     routes = app.router.routes
-    routes.append(Route("/metrics", _guard(metrics), methods=["GET"]))
+    if metrics_on:
+        routes.append(Route("/metrics", _guard(metrics), methods=["GET"]))
     if not ui:
         return
     api = {"session": session, "overview": overview, "spend": spend, "budgets": budgets, "routing": routing,

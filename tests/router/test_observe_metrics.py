@@ -133,7 +133,7 @@ def test_metrics_aggregate_across_workers(tmp_path: Path, redis_url: str, mock_u
                 assert r.status_code == 200, r.text
             ledger = c.get("/v1/usage", params={"since": "1d"}).json()["totals"]
         assert ledger["requests"] == n
-        # each worker folds its counts into the shared files at least once a second: wait for that
+        # each worker folds its counts into the shared files every 100 ms: wait for that
         deadline = time.monotonic() + 20
         while True:
             m = parse(httpx.get(f"{root}/metrics", headers={"connection": "close"}).text)

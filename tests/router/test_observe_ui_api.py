@@ -120,3 +120,21 @@ def test_ui_page_is_served(proxy: Proxy) -> None:
         assert c.get("/ui/static/app.js").status_code == 200
         assert c.get("/ui/static/charts.js").status_code == 200
         assert c.get("/ui/api/overview").status_code == 401
+
+
+def test_ui_can_be_switched_off(tmp_path, redis_url, mock_upstream) -> None:
+    import yaml
+
+    from tests.router.conftest import make_config, start_proxy
+
+    cfg = make_config(mock_upstream.base_url, redis_url, observability={"ui": False, "metrics": {"enabled": False}})
+    path = tmp_path / "triage.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    server, thread, root = start_proxy(path)
+    try:
+        for p in ("/ui", "/ui/api/session", "/metrics"):
+            r = httpx.get(root + p, headers={"authorization": "Bearer sk-test-master-0123456789"})
+            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", p
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -134,24 +134,38 @@
   // ---- pages ---------------------------------------------------------------------------------
   const PAGES = {};
 
+  const RANGES = [["24h", "24 hours"], ["7d", "7 days"], ["30d", "30 days"], ["90d", "90 days"]];
+  function hashParam(name, dflt) { return new URLSearchParams(location.hash.split("?")[1] || "").get(name) || dflt; }
+  function rangePicker(main, page, since) {
+    const bar = div(main, "toolbar");
+    bar.innerHTML = "<label>Range</label>" + RANGES.map(([v, l]) =>
+      `<button class="${v === since ? "primary" : ""}" data-since="${v}">${l}</button>`).join("");
+    bar.querySelectorAll("[data-since]").forEach((b) => b.addEventListener("click", () => (location.hash = `#/${page}?since=${b.dataset.since}`)));
+  }
+
   PAGES.overview = async (main) => {
-    const o = await api("/ui/api/overview" + q({ since: "30d" }));
-    main.innerHTML = `<h1>Overview <span class="muted small">${esc(tenant || (me.role === "master" ? "all tenants" : me.tenant))} · last 30 days</span></h1>`;
+    const since = hashParam("since", "30d");
+    const o = await api("/ui/api/overview" + q({ since }));
+    const label = (RANGES.find((r) => r[0] === since) || [since, since])[1];
+    main.innerHTML = `<h1>Overview <span class="muted small">${esc(tenant || (me.role === "master" ? "all tenants" : me.tenant))} · last ${esc(label)}</span></h1>`;
+    rangePicker(main, "overview", since);
     const row = div(main, "row");
     const monthBudget = o.budgets.filter((b) => b.period === "month" && /^tenant:[^:]+$/.test(b.scope));
     const dayBudget = o.budgets.filter((b) => b.period === "day" && /^tenant:[^:]+$/.test(b.scope));
     const sumLimit = (bs) => bs.reduce((a, b) => a + b.limit_usd, 0);
-    kpi(row, "Spend today", usd(o.spend_usd.day), dayBudget.length ? `of ${usd(sumLimit(dayBudget))} daily budget` : "no daily tenant budget",
+    const of = (bs, what) => (!bs.length ? `no ${what} tenant budget` : bs.length === 1 && o.tenants.length === 1 ?
+      `of ${usd(sumLimit(bs))} ${what} budget` : `${bs.length} of ${o.tenants.length} tenants have ${what} budgets (${usd(sumLimit(bs))})`);
+    kpi(row, "Spend today", usd(o.spend_usd.day), of(dayBudget, "daily"),
       { "data-kpi": "spend-today", "data-usd": o.spend_usd.day });
-    kpi(row, "Spend this month", usd(o.spend_usd.month), monthBudget.length ? `of ${usd(sumLimit(monthBudget))} monthly budget` : "no monthly tenant budget",
+    kpi(row, "Spend this month", usd(o.spend_usd.month), of(monthBudget, "monthly"),
       { "data-kpi": "spend-month", "data-usd": o.spend_usd.month });
     kpi(row, "Saved vs top tier (estimated)", usd(o.savings.estimated_usd),
       `${pct(o.savings.estimated_pct)} of ${usd(o.totals.counterfactual_usd)} on ${esc(me.top_tier)}` +
       (o.savings.measured_usd != null ? ` · measured ${usd(o.savings.measured_usd)}` : " · measured: not sampled"),
       { "data-kpi": "savings", "data-usd": o.savings.estimated_usd, cls: "good" });
-    kpi(row, "Requests (30 d)", num(o.totals.requests), `avg ${usd(o.totals.avg_cost_usd)} / request`,
+    kpi(row, "Requests", num(o.totals.requests), `avg ${usd(o.totals.avg_cost_usd)} / request`,
       { "data-kpi": "requests", "data-n": o.totals.requests });
-    kpi(row, "Refusals (30 d)", num(o.refusals.total),
+    kpi(row, "Refusals", num(o.refusals.total),
       Object.entries(o.refusals.by_reason).map(([k, v]) => `${esc(k)}: ${v}`).join(" · ") || "none recorded",
       { "data-kpi": "refusals", "data-n": o.refusals.total });
 
@@ -241,11 +255,13 @@
   };
 
   PAGES.routing = async (main) => {
-    const d = await api("/ui/api/routing" + q({ since: "30d" }));
+    const since = hashParam("since", "30d");
+    const d = await api("/ui/api/routing" + q({ since }));
     main.innerHTML = `<h1>Routing <span class="muted small">classifier ${esc(d.classifier.version)} · thresholds ${esc(Object.entries(d.classifier.thresholds).map(([k, v]) => `${k} ≥ ${(+v).toFixed(2)}`).join(", "))}</span></h1>`;
+    rangePicker(main, "routing", since);
     const tiers = me.tiers;
     const buckets = [...new Set(d.cells.map((c) => c.bucket))].sort();
-    const c1 = card(main, "Tier mix by complexity bucket (last 30 days)");
+    const c1 = card(main, "Tier mix by complexity bucket");
     const ch = div(c1);
     Charts.mix(ch, { keys: tiers, rows: buckets.map((b) => ({ name: b, values: Object.fromEntries(d.cells.filter((c) => c.bucket === b).map((c) => [c.tier, c.requests])) })) });
     const c2 = card(main, "Cost per unit of rated quality, tier × complexity");
