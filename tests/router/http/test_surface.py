@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from simulator import model as mm
-from simulator.app import MockServer, MockSettings
+from simulator.server import MockServer
+from simulator.state import MockSettings
 from tests.router.conftest import MASTER, start_proxy
 
 EMBED_PRICE = 0.02e-6
