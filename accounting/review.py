@@ -90,31 +90,20 @@ def _range(since: str | None, until: str | None, now: datetime | None = None) ->
 
 async def series(redis: Redis, tenants: list[str], by: str = "tier", since: str | None = "30d",
                  until: str | None = None) -> dict[str, Any]:
-    """Cost and requests per UTC day, split by tier, model, tenant (rollups) or key (ledger walk)."""
+    """Cost and requests per UTC day, split by tier, model, tenant or key (all from the rollups)."""
     if by not in SERIES_BY:
         raise ValueError(f"by must be one of {', '.join(SERIES_BY)}")
     start, end = _range(since, until)
     days = _days(start, end)
     cost: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     reqs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    if by == "key":
-        lo = datetime.fromisoformat(days[0]).replace(tzinfo=timezone.utc)
-        hi = datetime.fromisoformat(days[-1]).replace(tzinfo=timezone.utc) + timedelta(days=1)
-        day_set = set(days)
-        for r in await ledger_rows(redis, tenants, since_ts=lo.timestamp(), until_ts=hi.timestamp()):
-            d = datetime.fromtimestamp(r["ts"], timezone.utc).date().isoformat()
-            if d not in day_set:
+    for t, d, h in await _rollups(redis, tenants, days):
+        for k, v in h.items():
+            f = parse_field(k)
+            if f is None or f[1] not in ("cost", "n"):
                 continue
-            cost[r["key_id"] or "-"][d] += r["_cost_nusd"]
-            reqs[r["key_id"] or "-"][d] += 1
-    else:
-        for t, d, h in await _rollups(redis, tenants, days):
-            for k, v in h.items():
-                f = parse_field(k)
-                if f is None or f[1] not in ("cost", "n"):
-                    continue
-                group = {"tier": f[0]["tier"], "model": f[0]["model"], "tenant": t}[by]
-                (cost if f[1] == "cost" else reqs)[group][d] += int(_s(v))
+            group = t if by == "tenant" else f[0][by]
+            (cost if f[1] == "cost" else reqs)[group][d] += int(_s(v))
     groups = sorted(set(cost) | set(reqs))
     return {
         "by": by, "days": days,
@@ -217,8 +206,8 @@ async def request_detail(redis: Redis, request_id: str, tenants: list[str] | Non
 
 
 async def daily_cost(redis: Redis, tenant: str, days: list[str], tier: str | None = None,
-                     model: str | None = None) -> list[int]:
-    """A tenant's settled cost per day (nano-USD), optionally one tier's or one model's share."""
+                     model: str | None = None, key_id: str | None = None) -> list[int]:
+    """A tenant's settled cost per day (nano-USD), optionally one key's, tier's or model's share."""
     out = []
     for _, _, h in await _rollups(redis, [tenant], days):
         total = 0
@@ -226,7 +215,8 @@ async def daily_cost(redis: Redis, tenant: str, days: list[str], tier: str | Non
             f = parse_field(k)
             if f is None or f[1] != "cost":
                 continue
-            if (tier and f[0]["tier"] != tier) or (model and f[0]["model"] != model):
+            if (tier and f[0]["tier"] != tier) or (model and f[0]["model"] != model) or (
+                    key_id and f[0]["key"] != key_id):
                 continue
             total += int(_s(v))
         out.append(total)
@@ -238,8 +228,7 @@ async def burn_down(redis: Redis, status: dict[str, Any], now: datetime | None =
     """A budget's cumulative spend per day of its period, remaining, and the projection to period end.
 
     The last cumulative point is the settled spend of the scope (the spend hash the
-    admit script reads); earlier points come from rollups (tenant scopes) or the
-    ledger (key scopes).
+    admit script reads); earlier points come from the rollups.
     """
     now = now or datetime.now(timezone.utc)
     scope, period = status["scope"], status["period"]
@@ -254,17 +243,7 @@ async def burn_down(redis: Redis, status: dict[str, Any], now: datetime | None =
         per_day = await daily_cost(redis, name, days, tier, model)
     else:
         owner = await redis.hget(rk.apikey(_s(await redis.get(rk.key_id(name)) or b"")), "tenant")
-        per_day = [0] * len(days)
-        if owner:
-            rows = await ledger_rows(redis, [_s(owner)], since_ts=datetime.fromisoformat(days[0]).replace(
-                tzinfo=timezone.utc).timestamp(), filters={"key_id": name})
-            ix = {d: i for i, d in enumerate(days)}
-            for r in rows:
-                if (tier and r["tier"] != tier) or (model and r["model"] != model):
-                    continue
-                d = datetime.fromtimestamp(r["ts"], timezone.utc).date().isoformat()
-                if d in ix:
-                    per_day[ix[d]] += r["_cost_nusd"]
+        per_day = await daily_cost(redis, _s(owner), days, tier, model, name) if owner else [0] * len(days)
     spent = status["spent_usd"]
     # 'total' budgets began before the window: start the curve at what was spent before it
     run = to_nusd(spent) - sum(per_day) if start is None else 0
@@ -274,7 +253,7 @@ async def burn_down(redis: Redis, status: dict[str, Any], now: datetime | None =
         cum.append(from_nusd(run))
     if cum:
         cum[-1] = spent  # the authoritative figure; equal to the rollup sum unless a record is still spooled
-    return {**status, "days": days, "cumulative_usd": cum,
+    return {**status, "days": days, "cumulative_usd": cum, "window_spend_usd": from_nusd(sum(per_day)),
             "projection": projection(status["limit_usd"], spent, period, now, min_elapsed),
             "period_field": period_field(period, now)}
 

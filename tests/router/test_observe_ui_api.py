@@ -101,6 +101,7 @@ def test_budgets_burn_down_and_routing(proxy: Proxy, seeded: Seeded) -> None:
     for b in data:
         assert b["spent_usd"] == shown[b["scope"]]["spent_usd"]
         assert b["cumulative_usd"][-1] == b["spent_usd"]
+        assert b["window_spend_usd"] == b["spent_usd"]  # all seeded today: the rollups add up to the spend hash
         assert b["cumulative_usd"] == sorted(b["cumulative_usd"])
     acme = next(b for b in data if b["scope"] == "tenant:acme")
     assert acme["projection"]["period_end"] is not None
