@@ -236,6 +236,9 @@ class TriageConfig(BaseModel):
             for path, name in spec.referenced_models().items():
                 if name not in names:
                     raise ValueError(f"tiers.{tier}.{path}: '{name}' is not a model_name in model_list")
+            problem = spec.check_tiers(self.tiers)
+            if problem:
+                raise ValueError(f"tiers.{tier}.{problem}")
         for src, dsts in self.fallbacks.items():
             for d in [src, *dsts]:
                 if d not in names:

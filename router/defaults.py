@@ -35,6 +35,7 @@ def default_config_mapping(upstream_base: str) -> dict[str, Any]:
         "model_list": model_list,
         "tiers": {
             "fast": {"models": ["demo-small"]},
+            "cascade": {"models": ["demo-small"]},
             "reasoning": {"models": ["demo-reasoner"], "reasoning_effort": "medium"},
             "deliberate": {"models": ["demo-large", "demo-large", "demo-large"], "strategy": "vote", "aggregator": "demo-large"},
         },

@@ -56,6 +56,8 @@ class PolicyTables:
         # Registry order is quality order; a tier absent from the config is simply not offered.
         self.tiers: dict[str, TierTable] = {t.name: t.table(config.tiers[t.name], rate)
                                             for t in TIERS if t.name in config.tiers}
+        for tt in self.tiers.values():
+            tt.link(self.tiers)
         pol = config.policy
         self.th_reasoning = pol.reasoning_threshold
         self.th_deliberate = pol.deliberate_threshold
@@ -128,7 +130,7 @@ def decide(req: Any, raw_body: dict[str, Any], classification: Any, cap_usd: flo
         best: tuple[float, TierTable] | None = None
         for tt in tiers.values():
             a = _answer(tt, t, requested)
-            est = tt.first_estimate(p, a, client_effort)
+            est = tt.choice_estimate(p, a, client_effort)
             if tt.quality + 1e-9 < target:
                 rejected.append({"tier": tt.name, "estimate_usd": est, "why": f"quality {tt.quality:.2f} < target {target:.2f}"})
                 continue

@@ -37,6 +37,10 @@ class TierConfig(BaseModel):
     # tried after `models` when they fail; filled from LiteLLM's `fallbacks` when not given
     fallbacks: list[str] = Field(default_factory=list)
 
+    def check_tiers(self, tiers: dict[str, "TierConfig"]) -> str | None:
+        """What is wrong with how this section refers to other configured tiers (`path: why`), or None."""
+        return None
+
     def referenced_models(self) -> dict[str, str]:
         """Every model_name this section names, by its path in the section, so the config can check
         each is in model_list."""
@@ -61,6 +65,7 @@ class Plan:
     answer_tokens: int = 0             # visible-answer share of max_tokens (the rest is thinking budget)
     fallbacks: list[str] = field(default_factory=list)  # deliberate: models an agent/aggregator may fall back to
     stages: list["Plan"] = field(default_factory=list)  # a composite tier's sub-plans, each within estimate_usd
+    options: dict[str, Any] = field(default_factory=dict)  # tier-specific execution settings (cascade checks)
 
     @property
     def primary_model(self) -> str:

@@ -11,11 +11,12 @@ concrete model name).
 from __future__ import annotations
 
 from router.tiers.base import ExecContext, Plan, Tier, TierConfig
+from router.tiers.cascade import CascadeTier
 from router.tiers.deliberate import DeliberateTier
 from router.tiers.fast import FastTier, PassthroughExecutor, SingleCall
 from router.tiers.reasoning import ReasoningTier
 
-TIERS: tuple[Tier, ...] = (FastTier(), ReasoningTier(), DeliberateTier())
+TIERS: tuple[Tier, ...] = (FastTier(), CascadeTier(), ReasoningTier(), DeliberateTier())
 
 BY_NAME: dict[str, Tier] = {t.name: t for t in TIERS}
 TIER_NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -99,6 +99,14 @@ class TierTable:
     def first_estimate(self, p: int, answer: int, client_effort: str | None) -> float:
         return self.estimate(p, self.ladder(answer, client_effort)[0])[0]
 
+    def choice_estimate(self, p: int, answer: int, client_effort: str | None) -> float:
+        """What the policy compares tiers by: the expected cost (a composite tier's differs from its
+        worst case); admission still holds the worst case."""
+        return self.first_estimate(p, answer, client_effort)
+
+    def link(self, tables: dict[str, "TierTable"]) -> None:
+        """A composite tier finds the tables of the tiers it runs (all tables exist by now)."""
+
     def plans(self, p: int, answer: int, client_effort: str | None, cap: float | None,
               rejected: list[dict[str, Any]]) -> list[Plan]:
         """Every rung the cap pays for; if none does, the last rung with max_tokens cut to fit exactly."""

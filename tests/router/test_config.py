@@ -156,7 +156,8 @@ def test_unpriced_model_refused_unless_settled_at_estimate(tmp_path: Path, monke
 def test_embedded_defaults_load() -> None:
     cfg = TriageConfig.load(None, defaults_upstream="http://127.0.0.1:1/v1")
     snap = Snapshot.build(cfg)
-    assert set(cfg.tiers) == {"fast", "reasoning", "deliberate"}
+    assert set(cfg.tiers) == {"fast", "cascade", "reasoning", "deliberate"}
+    assert snap.policy_tables.tiers["cascade"].esc.name == "reasoning"  # triage/cascade works out of the box
     assert snap.top_tier == "deliberate"
 
 
