@@ -170,8 +170,13 @@ async def _cheap_phase(plan: Plan, ctx: ExecContext) -> _Checked:
     msgs = body["messages"]
     p = prompt_bound(ctx, msgs, plan.prompt_tokens)
     native = any(d.supports_reasoning for m in plan.models for d in ctx.deployments.get(m, ()))
-    allowance = worst_case(ctx, plan.models, p, plan.max_tokens)
+    worst = worst_case(ctx, plan.models, p, plan.max_tokens)
     want_lp = bool(opts.get("logprobs"))
+    n = 1 + int(opts.get("samples") or 0)
+    room = remaining(ctx)
+    if worst > 0 and room < n * worst:      # handed less than the plan (partial fail-open): fewer samples
+        n = max(1, int(room // worst))
+    allowance = min(worst, room / n)        # each call within its own share of what is left
 
     async def one(i: int) -> dict[str, Any]:
         params = agent_variation(i, body, native)[0]      # sample i: own seed/temperature, same prompt
@@ -181,7 +186,6 @@ async def _cheap_phase(plan: Plan, ctx: ExecContext) -> _Checked:
         return await complete_chain(ctx, plan.models, b, max_tokens=plan.max_tokens, prompt=p,
                                     allowance=allowance, step=Step())
 
-    n = 1 + int(opts.get("samples") or 0)
     results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
     first = results[0]
     if isinstance(first, BaseException):
@@ -224,7 +228,8 @@ async def _verify(ctx: ExecContext, body: dict[str, Any], p: int, plan: Plan, ve
     vp = p + plan.max_tokens + VERIFY_FRAME_TOKENS
     try:
         r = await complete_chain(ctx, [verifier], vb, max_tokens=VERIFY_MAX_TOKENS, prompt=vp,
-                                 allowance=worst_case(ctx, [verifier], vp, VERIFY_MAX_TOKENS), step=Step())
+                                 allowance=min(worst_case(ctx, [verifier], vp, VERIFY_MAX_TOKENS), remaining(ctx)),
+                                 step=Step())
     except (UpstreamError, ProxyError):
         return None
     text = answer_text(_message(r)).strip().upper()

@@ -64,10 +64,14 @@ def case(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         tiers["deliberate"]["reasoning_effort"] = "low"
+    tiers["cascade"] = {"models": chain, "samples": draw(st.integers(0, 2)),
+                        "verifier": draw(st.one_of(st.none(), st.sampled_from(MODELS))),
+                        "escalate_to": draw(st.sampled_from(["reasoning", "deliberate"])),
+                        "threshold": draw(st.sampled_from([0.05, 0.5, 0.95]))}
     return {
         "infos": {m: draw(model_info(m)) for m in MODELS},
         "tiers": tiers,
-        "tier": draw(st.sampled_from(["fast", "reasoning", "deliberate", "passthrough"])),
+        "tier": draw(st.sampled_from(["fast", "cascade", "reasoning", "deliberate", "passthrough"])),
         "concrete": draw(st.sampled_from(MODELS)),
         "words": draw(st.integers(1, 400)),
         "max_tokens": draw(st.one_of(st.none(), st.integers(1, 600))),
