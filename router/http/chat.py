@@ -170,13 +170,14 @@ class ChatHandler:
         if session and forced_tier is None and concrete is None:
             # the local map saves a round trip on this worker's repeat turns; Redis shares pins across workers
             pinned = st.sessions.get(principal.tenant, session) or await shared_tier(st.accountant, principal.tenant, session)
+        n = req.n or 1
+        # n choices share the cap: knobs are fitted to cap/n per choice, then every hold is scaled by n
         decision: Decision = policy.decide(
-            req, raw, cls, cap, cfg, snap.prices, prompt_tokens,
+            req, raw, cls, cap / n if (cap is not None and n > 1) else cap, cfg, snap.prices, prompt_tokens,
             forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
         )
-
-        n = req.n or 1
         if n > 1:
+            decision.cap_usd = cap
             scale_for_choices(decision, n)
         estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
                      for p in decision.plans]

@@ -235,3 +235,41 @@ def test_answer_gate_forwards_tool_call_deltas_whole() -> None:
     args = "".join(tc["function"].get("arguments", "") for o in out for tc in o["choices"][0]["delta"].get("tool_calls", ()))
     assert args == '{"a": 1}'
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_n2_costs_and_holds_scale_with_n(proxy: tuple[str, MockServer], redis_server: Any) -> None:
+    """n executions cost n answers, and the admission hold is n worst cases: a cap that pays for one
+    deliberation but not two refuses n=2 before any upstream call."""
+    import redis
+
+    from accounting import redis_keys as rk
+
+    root, mock = proxy
+    client = openai.OpenAI(base_url=root + "/v1", api_key=MASTER, max_retries=0)
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    r1 = client.chat.completions.with_raw_response.create(model="triage/deliberate", messages=msgs)
+    r2 = client.chat.completions.with_raw_response.create(model="triage/deliberate", messages=msgs, n=2)
+    assert float(r2.headers["x-triage-cost-usd"]) == pytest.approx(2 * float(r1.headers["x-triage-cost-usd"]))
+    r = redis.Redis.from_url(redis_server.url)
+    recs = [json.loads(f[b"d"]) for _, f in r.xrange(rk.ledger("admin"))]
+    r.close()
+    est = {x["request_id"]: x["decision"]["candidates"][x["decision"]["admitted_index"]]["estimate_usd"] for x in recs}
+    e1, e2 = est[r1.headers["x-request-id"]], est[r2.headers["x-request-id"]]
+    assert e2 == pytest.approx(2 * e1)
+    # a cap that pays for one full deliberation but not two: knobs shrink so that n of them fit
+    cap = e1 * 1.5
+    r3 = client.chat.completions.with_raw_response.create(model="triage/deliberate", messages=msgs, n=2,
+                                                          extra_headers={"x-triage-max-cost": f"{cap:.10f}"})
+    assert len(r3.parse().choices) == 2
+    assert "->" in r3.headers["x-triage-decision"], "a reduced knob setting was chosen"
+    r = redis.Redis.from_url(redis_server.url)
+    recs = [json.loads(f[b"d"]) for _, f in r.xrange(rk.ledger("admin"))]
+    r.close()
+    rec3 = next(x for x in recs if x["request_id"] == r3.headers["x-request-id"])
+    assert rec3["decision"]["candidates"][rec3["decision"]["admitted_index"]]["estimate_usd"] <= cap + 1e-12
+    assert float(r3.headers["x-triage-cost-usd"]) <= cap
+    before = mock.state.total
+    with pytest.raises((openai.RateLimitError, openai.BadRequestError)):
+        client.chat.completions.create(model="triage/deliberate", messages=msgs, n=2,
+                                       extra_headers={"x-triage-max-cost": "0.0000001"})
+    assert mock.state.total == before, "refused at admission: no upstream call"
