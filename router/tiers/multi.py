@@ -31,6 +31,7 @@ class MultiChoice:
         self.inner = inner
         self.n = n
         self.tier = inner.tier
+        self.keepalive = getattr(inner, "keepalive", False)  # headers go out at once, as for the inner tier
 
     async def complete(self, plan: Plan, ctx: ExecContext) -> dict[str, Any]:
         subs = _subs(ctx, self.n)
