@@ -29,8 +29,12 @@ log = logging.getLogger("triage.alerts")
 KINDS = ("soft_limit", "exhausted", "projected")
 
 
-def crossings(b: dict[str, Any], now: datetime, spec: AlertsSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Which alert kinds this budget's state calls for now, each with its details."""
+def crossings(b: dict[str, Any], now: datetime, spec: AlertsSpec, refused: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """Which alert kinds this budget's state calls for now, each with its details.
+
+    A hard budget stops admitting before its spend reaches the limit (the next request's
+    worst case does not fit), so it also counts as exhausted once it ``refused`` a request.
+    """
     limit, spent, held = b["limit_usd"], b["spent_usd"], b["reserved_usd"]
     out: list[tuple[str, dict[str, Any]]] = []
     if limit <= 0:
@@ -38,9 +42,12 @@ def crossings(b: dict[str, Any], now: datetime, spec: AlertsSpec) -> list[tuple[
     pct = 100.0 * spent / limit
     if spent >= limit:
         out.append(("exhausted", {}))
+    elif refused and b["mode"] == "hard":
+        out.append(("exhausted", {"refused_requests": True}))
     elif b.get("soft_pct") and pct >= b["soft_pct"]:
         out.append(("soft_limit", {"soft_pct": b["soft_pct"]}))
-    if spent < limit and spec.projection:
+    exhausted = bool(out) and out[0][0] == "exhausted"
+    if spec.projection and not exhausted:
         pr = projection(limit, spent, b["period"], now, spec.projection_min_elapsed)
         if pr["exhausts_early"]:
             out.append(("projected", {"projected_usd": pr["projected_usd"], "run_out_at": pr["run_out_at"],
@@ -53,7 +60,8 @@ def crossings(b: dict[str, Any], now: datetime, spec: AlertsSpec) -> list[tuple[
 
 def _text(kind: str, b: dict[str, Any], d: dict[str, Any]) -> str:
     head = {"soft_limit": f"Budget {b['scope']} passed its soft limit ({d.get('soft_pct')}%)",
-            "exhausted": f"Budget {b['scope']} is exhausted",
+            "exhausted": f"Budget {b['scope']} is exhausted" + (
+                " (it now refuses requests)" if d.get("refused_requests") else ""),
             "projected": f"Budget {b['scope']} will run out before the {b['period']} ends"}[kind]
     body = f"${d['spent_usd']:.4f} of ${d['limit_usd']:.2f} spent this {b['period']} ({d['pct']:.1f}%)"
     if kind == "projected":
@@ -77,6 +85,7 @@ class BudgetAlerts:
         self.redis = redis
         self.store = BudgetStore(redis)
         self._wake = asyncio.Event()
+        self._refused: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self.sent = 0
@@ -87,6 +96,11 @@ class BudgetAlerts:
 
     def poke(self) -> None:
         """A request saw a soft warning: check soon rather than at the next interval."""
+        self._wake.set()
+
+    def refused(self, scope: str) -> None:
+        """Admission refused a request on ``scope``: a hard budget that does that is exhausted."""
+        self._refused.add(scope)
         self._wake.set()
 
     async def close(self) -> None:
@@ -117,8 +131,9 @@ class BudgetAlerts:
         """Send whatever crossings no worker has sent yet; returns what this call sent."""
         now = now or datetime.now(timezone.utc)
         sent = []
+        refused, self._refused = self._refused, set()
         for b in await self.store.show():
-            for kind, d in crossings(b, now, self.spec):
+            for kind, d in crossings(b, now, self.spec, b["scope"] in refused):
                 pf = period_field(b["period"], now)
                 key = rk.alert_sent(kind, b["scope"], pf, to_nusd(b["limit_usd"]))
                 _, end = period_bounds(b["period"], now)

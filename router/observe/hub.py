@@ -68,14 +68,18 @@ class Observability:
         except Exception:  # observing must never fail a request
             log.exception("observing request %s failed", rec.request_id)
 
-    def refused(self, reason: str, request_id: str, tenant: str, key_id: str, model: str, t0: float) -> None:
+    def refused(self, reason: str, request_id: str, tenant: str, key_id: str, model: str, t0: float,
+                scope: str | None = None) -> None:
         try:
             if self.metrics is not None:
                 self.metrics.observe_refusal(reason)
             if self.tracer is not None:
                 self.tracer.refusal(request_id, tenant, key_id, model, reason, t0)
             if self.alerts is not None and reason == "budget_exceeded":
-                self.alerts.poke()
+                if scope:
+                    self.alerts.refused(scope)
+                else:
+                    self.alerts.poke()
         except Exception:
             log.exception("observing refusal of %s failed", request_id)
 

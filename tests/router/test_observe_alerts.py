@@ -146,3 +146,14 @@ def test_projection_crossing() -> None:
     early = datetime(2026, 12, 1, 0, 30, tzinfo=timezone.utc)  # 0.07% of the month: too early to say
     assert "projected" not in dict(crossings({**b, "spent_usd": 1.0}, early, spec))
     assert crossings({**b, "period": "total"}, now, spec) == []
+
+
+def test_hard_budget_that_refuses_is_exhausted() -> None:
+    spec = AlertsSpec(webhook_url="http://unused", projection=False)
+    now = datetime(2026, 12, 10, tzinfo=timezone.utc)
+    b = {"scope": "tenant:x", "period": "month", "mode": "hard", "soft_pct": None, "limit_usd": 1.0,
+         "spent_usd": 0.995, "reserved_usd": 0.0}
+    assert crossings(b, now, spec) == []  # 99.5% spent, nothing refused yet
+    (kind, d), = crossings(b, now, spec, refused=True)
+    assert kind == "exhausted" and d["refused_requests"] and d["remaining_usd"] == pytest.approx(0.005)
+    assert crossings({**b, "mode": "soft"}, now, spec, refused=True) == []  # soft budgets never refuse
