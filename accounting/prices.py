@@ -17,6 +17,7 @@ import orjson
 
 from .models import ModelPrice, PriceSpec, Usage
 from .rates import Rates, num, price_keys, resolve, thresholds
+from .self_hosted import per_token_prices
 
 _PRICE_FILE = "model_prices_and_context_window_backup.json"
 
@@ -104,8 +105,13 @@ class PriceBook:
         unpriced: list[str] = []
         for spec in specs:
             row = dict(lookup(pm, spec.litellm_model) or {}) if spec.litellm_model else {}
-            overridden = any(_num(spec.model_info.get(k)) is not None for k in _KEYS.values())
+            try:  # a self-hosted deployment priced by the GPU hour: per-token prices follow from its throughput
+                hourly = per_token_prices(spec.model_info)
+            except ValueError as e:
+                raise ValueError(f"model {spec.name!r}: {e}") from None
+            overridden = bool(hourly) or any(_num(spec.model_info.get(k)) is not None for k in _KEYS.values())
             row.update({k: v for k, v in spec.model_info.items() if v is not None})
+            row.update({k: v for k, v in hourly.items() if spec.model_info.get(k) is None})
             inp, out = _num(row.get(_KEYS["input"])), _num(row.get(_KEYS["output"]))
             if inp is None or out is None:
                 unpriced.append(spec.name)

@@ -246,7 +246,7 @@ def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
         "kind": r.get("kind") or "request", "tenant": r["tenant"],
         "key_id": r.get("key_id"), "ts": iso_ts(r.get("ts")),
         "virtual_model": r.get("virtual_model"), "tier": r.get("tier"), "model": r.get("model"),
-        "complexity": r.get("complexity"), "workflow": r.get("workflow") or None, "reason": r.get("reason"),
+        "complexity": r.get("complexity"), "cap_usd": (r.get("decision") or {}).get("cap_usd"), "workflow": r.get("workflow") or None, "reason": r.get("reason"),
         "prompt": r.get("prompt"),
         "quality": int(_s(q)) / 1_000_000 if q is not None else None,
         "comment": _s(comment) if comment else None,

@@ -204,10 +204,12 @@ def _register_commands() -> None:
     from router.commands import accounting as acct_cmds
     from router.commands import cascade as cascade_cmds
     from router.commands import classifier as clf_cmds
+    from router.commands import forecast as forecast_cmds
 
     clf_cmds.register(app)
     acct_cmds.register(app)
     cascade_cmds.register(app)
+    forecast_cmds.register(app)
 
 
 _register_commands()

@@ -65,27 +65,12 @@ class Snapshot:
     @classmethod
     def build(cls, config: TriageConfig) -> "Snapshot":
         deployments: dict[str, list[Deployment]] = {}
-        specs: dict[str, PriceSpec] = {}
         for entry in config.model_list:
             try:
                 deployments.setdefault(entry.model_name, []).append(deployment_for(entry, config.drop_params))
             except ValueError as e:
                 raise ValueError(f"{config.source}: {e}") from None
-            specs.setdefault(
-                entry.model_name,
-                PriceSpec(
-                    name=entry.model_name,
-                    litellm_model=entry.litellm_params.model,
-                    model_info=entry.model_info.model_dump(exclude_none=True),
-                ),
-            )
-        try:
-            prices = PriceBook.build(
-                list(specs.values()),
-                allow_unpriced_at_estimate=config.accounting.settle_unpriced_at_estimate,
-            )
-        except ValueError as e:
-            raise ValueError(f"{config.source}: {e}") from None
+        prices = price_book(config)
         top = [t for t in TIERS if t in config.tiers][-1]
         snap = cls(config=config, deployments=deployments, prices=prices, top_tier=top, model_ids=config.model_names)
         try:
@@ -101,6 +86,19 @@ class Snapshot:
     @property
     def uses_litellm(self) -> bool:
         return any(d.provider == "litellm" for ds in self.deployments.values() for d in ds)
+
+
+def price_book(config: TriageConfig) -> PriceBook:
+    """Prices of every configured model_name (its first deployment's litellm model and model_info)."""
+    specs: dict[str, PriceSpec] = {}
+    for entry in config.model_list:
+        specs.setdefault(entry.model_name, PriceSpec(name=entry.model_name, litellm_model=entry.litellm_params.model,
+                                                     model_info=entry.model_info.model_dump(exclude_none=True)))
+    try:
+        return PriceBook.build(list(specs.values()),
+                               allow_unpriced_at_estimate=config.accounting.settle_unpriced_at_estimate)
+    except ValueError as e:
+        raise ValueError(f"{config.source}: {e}") from None
 
 
 def load_classifier() -> Classifier:
