@@ -193,3 +193,51 @@ def test_litellm_config_streams_tool_calls(litellm_proxy: tuple[str, MockServer]
             finish = c.finish_reason or finish
     want = mm.tool_calls_for(answered, msgs, {"tools": tools}, mock.state.settings.disagreement)
     assert names == "lookup" and args == want[0]["function"]["arguments"] and finish == "tool_calls"
+
+
+@pytest.mark.slow
+def test_triage_serve_loads_unmodified_litellm_config(tmp_path: Path, redis_url: str) -> None:
+    """The Done-when check as a user runs it: `triage serve --config litellm.yaml`, the LiteLLM master key,
+    tool calls streamed through triage/reasoning and triage/deliberate."""
+    import os
+    import subprocess
+    import sys
+
+    from simulator import model as mm
+    from tests.helpers import wait_ready
+    from tests.router.conftest import free_port
+
+    with MockServer(MockSettings()) as mock:
+        path = tmp_path / "litellm.yaml"
+        path.write_text(SIM_CONFIG.format(base=mock.base_url))
+        port = free_port()
+        log = tmp_path / "serve.log"
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": "sk-1234",
+               "REDIS_URL": redis_url}
+        env.pop("TRIAGE_MASTER_KEY", None)
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", str(port)],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                wait_ready(port, proc, why=log.read_text)
+                client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-1234", max_retries=0)
+                tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+                    "type": "object", "properties": {"q": {"type": "string"}}}}}]
+                msgs = [{"role": "user", "content": "find it"}]
+                for model in ("triage/reasoning", "triage/deliberate"):
+                    args, model_seen = "", ""
+                    for ch in client.chat.completions.create(model=model, messages=msgs, tools=tools, stream=True):
+                        model_seen = ch.model or model_seen
+                        for c in ch.choices:
+                            for tc in c.delta.tool_calls or ():
+                                args += (tc.function.arguments or "") if tc.function else ""
+                    want = mm.tool_calls_for(model_seen, msgs, {"tools": tools}, mock.state.settings.disagreement)
+                    assert args == want[0]["function"]["arguments"]
+            finally:
+                proc.terminate()
+                proc.wait(15)
+        text = log.read_text()
+        assert "derived tiers from model_list prices" in text
+        ignored = [ln for ln in text.splitlines() if "LiteLLM settings Triage ignores" in ln]
+        assert len(ignored) == 1 and "router_settings.routing_strategy" in ignored[0]
+        assert "sk-1234" not in text
