@@ -131,15 +131,20 @@ async def overview(request: Request) -> Response:
         "tenants": tenants, "since": since, "spend_usd": await review.spend_now(r, tenants),
         "budgets": await _budgets(request, v, tenants), "by_tier": rows, "totals": tot,
         "savings": {"estimated_usd": tot["savings_usd"], "estimated_pct": tot["savings_pct"],
-                    "measured_usd": _sum_opt(rows, "measured_savings_usd"),
-                    "measured_pct": None},
+                    "measured": await _measured(request, v, tenants, since)},
         "refusals": await review.refusals(r, tenants, since),
     })
 
 
-def _sum_opt(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return sum(vals) if vals else None
+async def _measured(request: Request, v: Viewer, tenants: list[str], since: str) -> dict[str, Any] | None:
+    """Shadow-run (sampled) savings against the top tier, where evaluations were recorded."""
+    top = request.app.state.triage.snapshot.top_tier
+    one = None if v.master and not request.query_params.get("tenant") else tenants[0]
+    try:
+        m = await reports.measured_savings(_redis(request), one, since, top)
+    except (AttributeError, ImportError):  # an accounting layer without evaluations
+        return None
+    return m if m.get("evaluations") else None
 
 
 async def spend(request: Request) -> Response:
@@ -164,8 +169,10 @@ async def budgets(request: Request) -> Response:
 async def routing(request: Request) -> Response:
     v = await viewer(request)
     tenants = await v.tenants(request)
-    data = await review.routing(_redis(request), tenants, _since(request))
-    return _json({"tenants": tenants, "classifier": classifier_info(request.app.state.triage.classifier), **data})
+    since = _since(request)
+    data = await review.routing(_redis(request), tenants, since)
+    return _json({"tenants": tenants, "classifier": classifier_info(request.app.state.triage.classifier), **data,
+                  "measured": await _measured(request, v, tenants, since)})
 
 
 _FILTERS = ("key_id", "tier", "model", "status", "virtual_model")

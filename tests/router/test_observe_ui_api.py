@@ -139,3 +139,30 @@ def test_ui_can_be_switched_off(tmp_path, redis_url, mock_upstream) -> None:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def test_measured_savings_from_shadow_runs(proxy: Proxy, seeded: Seeded) -> None:
+    """Shadow evaluations (recorded through the accountant) show as measured savings, per tenant only."""
+    import asyncio
+
+    from accounting import Accountant, LedgerRecord
+
+    async def record() -> None:
+        acct = await Accountant.connect(proxy.redis_url)
+        try:
+            for i, (served, shadow) in enumerate([(1_000_000, 9_000_000), (2_000_000, 10_000_000)]):
+                await acct.record_evaluation(LedgerRecord(
+                    request_id=f"eval_{i}", key_id=seeded.acme_key_id, tenant="acme", tier="deliberate", model="big",
+                    evaluation={"served_tier": "fast", "shadow_tier": "deliberate", "bucket": "0.2",
+                                "served_cost_nusd": served, "shadow_cost_nusd": shadow,
+                                "served_score": 0.8, "shadow_score": 0.9}))
+        finally:
+            await acct.close()
+
+    asyncio.run(record())
+    m = get(proxy, "/ui/api/overview", seeded.acme_key).json()["savings"]["measured"]
+    assert m["evaluations"] == 2
+    fast = next(t for t in m["by_tier"] if t["tier"] == "fast")
+    assert fast["samples"] == 2 and fast["savings_pct"] == pytest.approx(100 * (19 - 3) / 19)
+    assert get(proxy, "/ui/api/routing", seeded.acme_key).json()["measured"]["evaluations"] == 2
+    assert get(proxy, "/ui/api/overview", seeded.globex_key).json()["savings"]["measured"] is None

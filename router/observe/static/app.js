@@ -161,7 +161,8 @@
       { "data-kpi": "spend-month", "data-usd": o.spend_usd.month });
     kpi(row, "Saved vs top tier (estimated)", usd(o.savings.estimated_usd),
       `${pct(o.savings.estimated_pct)} of ${usd(o.totals.counterfactual_usd)} on ${esc(me.top_tier)}` +
-      (o.savings.measured_usd != null ? ` · measured ${usd(o.savings.measured_usd)}` : " · measured: not sampled"),
+      (o.savings.measured && o.savings.measured.by_tier.length ? " · measured: " + o.savings.measured.by_tier.map((t) =>
+        `${esc(t.tier)} ${pct(t.savings_pct)} (n=${t.samples})`).join(", ") : " · measured: not sampled"),
       { "data-kpi": "savings", "data-usd": o.savings.estimated_usd, cls: "good" });
     kpi(row, "Requests", num(o.totals.requests), `avg ${usd(o.totals.avg_cost_usd)} / request`,
       { "data-kpi": "requests", "data-n": o.totals.requests });
@@ -269,6 +270,17 @@
     const rows = buckets.map((b) => Object.assign({ bucket: b }, Object.fromEntries(tiers.map((t) => [t, cell(b, t)]))));
     c2.appendChild(table([{ key: "bucket", label: "Complexity" }].concat(tiers.map((t) => ({ label: t, num: true,
       html: (r) => { const c = r[t]; if (!c) return '<span class="muted">—</span>'; return c.cost_per_quality_usd == null ? `<span class="muted">${num(c.requests)} req · unrated</span>` : `${usd(c.cost_per_quality_usd)} <span class="muted small">q ${c.quality.toFixed(2)} · ${c.rated} rated</span>`; } }))), rows));
+    if (d.measured) {
+      const c3 = card(main, `Measured on shadow runs (${num(d.measured.evaluations)} sampled, ${usd(d.measured.evaluation_cost_usd)} spent measuring)`);
+      c3.appendChild(table([{ key: "tier", label: "Served tier" }, { key: "samples", label: "Samples", num: true, fmt: num },
+        { key: "served_cost_usd", label: "Served cost", num: true, fmt: usd }, { key: "top_tier_cost_usd", label: "Top tier cost", num: true, fmt: usd },
+        { key: "savings_pct", label: "Saved %", num: true, fmt: pct },
+        { label: "Saving / request (95% CI)", num: true, html: (t) => `${usd(t.saving_per_request_usd)}${t.saving_per_request_ci95_usd ? ` <span class="muted small">[${usd(t.saving_per_request_ci95_usd[0])}, ${usd(t.saving_per_request_ci95_usd[1])}]</span>` : ""}` }],
+      d.measured.by_tier));
+      numbers(c3, table([{ key: "complexity", label: "Bucket" }, { key: "tier", label: "Tier" }, { key: "runs", label: "Runs", num: true },
+        { key: "avg_cost_usd", label: "Avg cost", num: true, fmt: usd }, { key: "quality", label: "Measured quality", num: true, fmt: (x) => (x == null ? "—" : x.toFixed(3)) },
+        { key: "judged", label: "Judged", num: true }], d.measured.by_tier_complexity));
+    }
     numbers(c2, table([{ key: "bucket", label: "Bucket" }, { key: "tier", label: "Tier" }, { key: "requests", label: "Requests", num: true, fmt: num },
       { key: "cost_usd", label: "Cost", num: true, fmt: usd }, { key: "rated", label: "Rated", num: true }, { key: "quality", label: "Quality", num: true, fmt: (v) => (v == null ? "—" : v.toFixed(3)) },
       { key: "cost_per_quality_usd", label: "$/quality", num: true, fmt: usd }], d.cells));
@@ -312,7 +324,7 @@
       ${r.prompt ? `<div>Prompt</div><div>${esc(r.prompt)}</div>` : ""}</div>`;
     const c2 = card(g, "Decision");
     c2.innerHTML += `<div class="kv"><div>Complexity</div><div>${r.complexity == null ? "—" : r.complexity.toFixed(3)}</div>
-      <div>Reason</div><div>${esc(r.reason)}</div><div>Cost cap</div><div>${dec.cap_usd == null ? "none" : usd(dec.cap_usd)}</div>
+      <div>Reason</div><div>${esc(r.reason)}</div>${dec.outcome ? `<div>Outcome</div><div>${esc(typeof dec.outcome === "object" ? Object.entries(dec.outcome).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ") : dec.outcome)}</div>` : ""}<div>Cost cap</div><div>${dec.cap_usd == null ? "none" : usd(dec.cap_usd)}</div>
       <div>Knobs</div><div>${Object.entries(dec.knobs || {}).map(([k, v]) => `<span class="knob">${esc(k)} ${esc(typeof v === "number" && !Number.isInteger(v) ? +v.toPrecision(4) : v)}</span>`).join("")}</div></div>`;
     c2.appendChild(table([{ key: "tier", label: "Plan tier" }, { key: "model", label: "Model" }, { key: "estimate_usd", label: "Estimate", num: true, fmt: usd },
       { label: "", html: (p) => (p.i === dec.admitted_index ? '<span class="pill ok">admitted</span>' : "") }],

@@ -4,7 +4,7 @@
   const NS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#3056d3", "#1f9d55", "#d98e04", "#8e44ad", "#d64545", "#16a2b8", "#6c757d", "#e67e22",
     "#2c3e50", "#c0392b", "#27ae60", "#7f8c8d"];
-  const TIER_COLORS = { fast: "#1f9d55", reasoning: "#3056d3", deliberate: "#8e44ad", passthrough: "#6c757d" };
+  const TIER_COLORS = { fast: "#1f9d55", cascade: "#16a2b8", reasoning: "#3056d3", deliberate: "#8e44ad", passthrough: "#6c757d" };
 
   function color(name, i) { return TIER_COLORS[name] || PALETTE[i % PALETTE.length]; }
 
