@@ -175,6 +175,10 @@ class PriceBook:
                 self._rates[k] = r
         return r
 
+    def bands(self, name: str, prompt_tokens: int) -> int:
+        """How many long-context thresholds of this model a prompt of ``prompt_tokens`` exceeds."""
+        return sum(1 for t in self._thresholds.get(name, ()) if prompt_tokens > t)
+
     def worst_rates(self, name: str, prompt_tokens: int = 0, service_tier: str | None = None) -> tuple[float, float]:
         """(input, output) per-token worst case for a call whose prompt is at most ``prompt_tokens``:
         the dearest of every band up to it, so an estimate never undercuts a shorter real prompt."""

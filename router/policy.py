@@ -43,15 +43,16 @@ class PolicyTables:
     """Built once per config load (router/runtime.py stores it on the snapshot)."""
 
     __slots__ = ("config", "prices", "rate", "tiers", "th_reasoning", "th_deliberate", "allow_downgrade",
-                 "default_max")
+                 "default_max", "variants")
 
-    def __init__(self, config: TriageConfig, prices: Any):
+    def __init__(self, config: TriageConfig, prices: Any, reach: int = 0, service_tier: str | None = None):
         self.config = config
         self.prices = prices
+        self.variants: dict[tuple[tuple[int, ...], str | None], PolicyTables] = {}
         rate: dict[str, RateInfo] = {}
         for name in config.model_names:
             native = any(bool(e.model_info.supports_reasoning) for e in config.entries(name))
-            rate[name] = (*cost.rate(prices, name), native)
+            rate[name] = (*cost.rate(prices, name, reach, service_tier), native)
         self.rate = rate
         # Registry order is quality order; a tier absent from the config is simply not offered.
         self.tiers: dict[str, TierTable] = {t.name: t.table(config.tiers[t.name], rate)
@@ -63,6 +64,23 @@ class PolicyTables:
         self.th_deliberate = pol.deliberate_threshold
         self.allow_downgrade = pol.allow_downgrade
         self.default_max = pol.default_max_tokens
+
+
+    def variant(self, prompt: int, service_tier: str | None) -> "PolicyTables":
+        """These tables at the rates of a long prompt (long-context bands) or a priced service tier; the
+        plain tables when neither applies, so ordinary requests pay nothing for this."""
+        reach = prompt + cost.QUOTE_HEADROOM
+        bands = tuple(self.prices.bands(n, reach) for n in self.config.model_names)
+        if not service_tier and not any(bands):
+            return self
+        k = (bands, service_tier)
+        v = self.variants.get(k)
+        if v is None:
+            if len(self.variants) > 64:
+                self.variants.clear()
+            # the top of the highest band crossed: every prompt up to `reach` is priced at most at it
+            v = self.variants[k] = PolicyTables(self.config, self.prices, reach, service_tier)
+        return v
 
 
 def build_tables(config: TriageConfig, prices: Any) -> PolicyTables:
@@ -101,6 +119,7 @@ def decide(req: Any, raw_body: dict[str, Any], classification: Any, cap_usd: flo
     """Candidates in preference order. `forced_tier` (triage/<tier>) never steps down; `pinned_tier`
     (session stickiness) replaces the classifier's choice but may still step down to fit the budget."""
     t = tables if (tables is not None and tables.config is config) else tables_for(config, prices)
+    t = t.variant(int(prompt_tokens), cost.service_tier(raw_body))
     c = float(classification.complexity)
     signals = list(classification.signals)
     p = int(prompt_tokens)

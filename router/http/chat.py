@@ -18,12 +18,14 @@ from starlette.responses import Response, StreamingResponse
 
 from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
 from accounting.models import AccountingUnavailable, Usage
-from accounting.tokens import count_text_tokens, estimate_prompt_tokens
+from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_prompt_tokens
 from classifier import last_user_text
 from router import policy
 from router.http.auth import authenticate
 from router.config import VIRTUAL_MODELS
+from router.counterfactual import top_tier_nusd
 from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, too_large, unavailable, upstream_failed
+from router.http.metering import LeaseKeeper, cost_comment, cost_headers, record_refusal, usage_cost, workflow
 from router.http.schemas import validate_chat
 from router.session import pin_shared, shared_tier
 from router.http.sse import DONE_EVENT, encode
@@ -181,12 +183,14 @@ class ChatHandler:
             scale_for_choices(decision, n)
         estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
                      for p in decision.plans]
+        wf = workflow(request, raw)
         try:
             adm = await st.accountant.admit(principal, rid, estimates)
         except BudgetExceeded as e:
+            why = "max_cost_per_query" if e.scope == "per-query cap" else "budget_exceeded"
             if obs is not None:
-                obs.refused("max_cost_per_query" if e.scope == "per-query cap" else "budget_exceeded", rid,
-                            principal.tenant, principal.key_id, model, t0)
+                obs.refused(why, rid, principal.tenant, principal.key_id, model, t0)
+            await record_refusal(st.accountant, principal, rid, req.model, decision, why, e.message, wf)
             raise budget_exceeded(e.message) from None
         except AccountingUnavailable:
             if obs is not None:
@@ -207,6 +211,8 @@ class ChatHandler:
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
         meta.client_rid = request.scope.get("triage.client_request_id")
+        meta.workflow = wf
+        meta.lease = LeaseKeeper(st.accountant, adm)
         executor: Any = EXECUTORS[plan.tier]
         if n > 1 and plan.tier not in N_NATIVE:
             executor = MultiChoice(executor, n)
@@ -241,12 +247,11 @@ class ChatHandler:
         except ProxyError:
             await self._finish(ctx, meta, status="error")
             raise
-        cost = ctx.spent_usd()
-        usage = resp.setdefault("usage", {})
-        usage["cost"] = round(cost, 10)
+        nusd = ctx.spent_nusd()
+        usage_cost(resp.setdefault("usage", {}), nusd)
         await self._finish(ctx, meta, status="ok")
         return Response(orjson.dumps(resp), media_type="application/json",
-                        headers=meta.headers(rid, cost, ctx, resp.get("model")))
+                        headers=meta.headers(rid, nusd, ctx, resp.get("model")))
 
     async def _stream(self, items: AsyncIterator[Any], first: Any, ctx: ExecContext, meta: "_Meta",
                       include_usage: bool) -> AsyncIterator[bytes]:
@@ -271,21 +276,25 @@ class ChatHandler:
                     if item.get("usage") is not None and not choices:
                         if not include_usage:
                             continue
-                        item["usage"]["cost"] = round(ctx.spent_usd(), 10)
+                        usage_cost(item["usage"], ctx.spent_nusd())
                     elif item.get("usage") is not None and not include_usage:
                         item = dict(item)
                         item.pop("usage", None)
                     yield encode(item)
             done = True
+            # every stream carries its cost and the ledger id, include_usage or not
+            yield cost_comment(ctx.request_id, ctx.spent_nusd())
             yield DONE_EVENT
         except UpstreamError as e:
             status = f"error:{e.kind}"
             err = error_status(e)
             yield encode(err.body())
+            yield cost_comment(ctx.request_id, ctx.spent_nusd())
             yield DONE_EVENT
         except ProxyError as e:
             status = "error"
             yield encode(e.body())
+            yield cost_comment(ctx.request_id, ctx.spent_nusd())
             yield DONE_EVENT
         finally:
             partial = not done and status == "ok"
@@ -296,17 +305,22 @@ class ChatHandler:
             self.state.spawn(self._finish(ctx, meta, status=status, partial=partial, streamed=True))
 
     def _bill_unmetered(self, ctx: ExecContext, meta: "_Meta", text: str) -> None:
-        """The client left before the usage chunk: bill what we forwarded, estimated."""
-        if any(c.status == "cancelled" for c in ctx.calls):
-            return  # the executor already recorded the partial call
+        """The client left and no executor recorded the call that was streaming: bill what we forwarded,
+        estimated. Not when the last call finished (the client left after the last content chunk but
+        before [DONE]): that call is already billed, and another would be a phantom."""
+        if any(c.status == "cancelled" for c in ctx.calls) or (ctx.calls and ctx.calls[-1].status == "ok"):
+            return
         model = meta.plan.primary_model
         comp = count_text_tokens(text)
-        u = Usage(prompt_tokens=estimate_prompt_tokens(meta.messages), completion_tokens=comp)
+        u = Usage(prompt_tokens=count_prompt_tokens(meta.messages), completion_tokens=comp)
         ctx.calls.append(UpstreamCall(model=model, prompt_tokens=u.prompt_tokens, completion_tokens=comp,
                                       cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
 
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
                       streamed: bool = False) -> None:
+        if meta.lease is not None:
+            meta.lease.stop()
+        meta.lengths = await self.state.accountant.top_lengths(meta.principal.tenant)
         rec = meta.record(ctx, status=status, partial=partial, streamed=streamed)
         try:
             if ctx.calls:
@@ -324,7 +338,7 @@ class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid")
+                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -339,8 +353,11 @@ class _Meta:
         self.top_tier = top_tier
         self.snap = snap
         self.client_rid: str | None = None
+        self.workflow = ""
+        self.lease: LeaseKeeper | None = None
+        self.lengths: dict[str, tuple[int, int]] = {}
 
-    def headers(self, rid: str, cost: float | None, ctx: ExecContext | None = None,
+    def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:
         d = self.decision
         if answered not in self.snap.deployments:  # the executor's word on who answered, when it is a config model
@@ -352,8 +369,10 @@ class _Meta:
             "x-triage-complexity": f"{d.complexity:.3f}",
             "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
         }
-        if cost is not None:
-            h["x-triage-cost-usd"] = f"{cost:.8f}"
+        cost = None
+        if nusd is not None:
+            h.update(cost_headers(nusd))
+            cost = nusd / 1_000_000_000
         rem = self.adm.remaining_usd
         if rem is not None:
             spent = cost if cost is not None else 0.0
@@ -365,11 +384,9 @@ class _Meta:
     def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool) -> LedgerRecord:
         now = time.perf_counter()
         final = next((c for c in reversed(ctx.calls) if c.status in ("ok", "cancelled")), None)
-        counterfactual = None
-        if final is not None:
-            top_model = self.snap.config.tiers[self.top_tier].models[0]
-            counterfactual = ctx.prices.cost(top_model, final.usage())
         d = self.decision
+        cf_nusd, cf_method = top_tier_nusd(self.snap, self.top_tier, self.plan.tier, ctx.calls, self.messages,
+                                           d.complexity, self.lengths, ctx.body, ctx.spent_nusd())
         prompt = None
         if self.principal.store_prompts:
             prompt = last_user_text(self.messages)
@@ -378,7 +395,8 @@ class _Meta:
             virtual_model=self.virtual_model, tier=self.plan.tier,
             # the config name of the model that produced the answer, so reports line up with prices
             model=final.model if final is not None else self.plan.primary_model,
-            complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_cost_usd=counterfactual,
+            complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_nusd=cf_nusd,
+            counterfactual_method=cf_method, workflow=self.workflow,
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
             estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
             decision={

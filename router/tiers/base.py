@@ -113,6 +113,10 @@ class ExecContext:
     def spent_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls)
 
+    def spent_nusd(self) -> int:
+        """The exact charge so far, in the integers settle books (each call rounded once, then summed)."""
+        return sum(c.nusd() for c in self.calls)
+
 
 class Tier(Protocol):
     """One tier: its config, its plan ladder and cost estimate (via `table`), and its executor.

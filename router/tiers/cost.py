@@ -27,12 +27,27 @@ PICK_TOKENS = 16            # an aggregator that picks a candidate replies with 
 AGENT_ROLE_TOKENS = 64      # bound on the perspective message each deliberation agent gets after the shared prefix
 
 
-def rate(prices: PriceBook, model: str) -> Rate:
-    return prices.price(model).worst_rates
+def rate(prices: PriceBook, model: str, prompt: int = 0, service_tier: str | None = None) -> Rate:
+    """Worst-case rates for a call whose prompt is at most `prompt` tokens at `service_tier`: the dearest
+    long-context band up to it (accounting/rates.py), so a 300k-token prompt is held at its real price."""
+    if not prompt and not service_tier:
+        return prices.price(model).worst_rates
+    return prices.worst_rates(model, prompt, service_tier)
 
 
-def rates(prices: PriceBook, chain: Iterable[str]) -> list[Rate]:
-    return [prices.price(m).worst_rates for m in chain]
+def rates(prices: PriceBook, chain: Iterable[str], prompt: int = 0, service_tier: str | None = None) -> list[Rate]:
+    return [rate(prices, m, prompt, service_tier) for m in chain]
+
+
+def service_tier(body: dict) -> str | None:  # type: ignore[type-arg]
+    """The client's service_tier when it is one a price map can name (priority, flex, ...)."""
+    st = body.get("service_tier")
+    return st if isinstance(st, str) and st and st not in ("auto", "default") else None
+
+
+# Prompts at most this far below a long-context threshold still get that band's rates: debate rounds and
+# aggregators quote the agents' answers into the prompt.
+QUOTE_HEADROOM = 65_536
 
 
 def call_cost(r: Rate, prompt: int, max_tokens: int) -> float:

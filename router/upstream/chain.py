@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Protocol
 
 from accounting import UpstreamCall
 from accounting.models import Usage
-from accounting.tokens import count_text_tokens, estimate_prompt_tokens
+from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_prompt_tokens
 from router.http.errors import budget_exceeded
 from router.tiers import cost
 from router.upstream.cooldowns import COOLDOWNS, Cooldowns
@@ -92,13 +93,13 @@ def attempts(ctx: ExecContext, chain: list[str]) -> list[tuple[str, Deployment]]
     return out[:total]
 
 
-def worst_rates(ctx: ExecContext, model: str) -> cost.Rate:
-    return cost.rate(ctx.prices, model)
+def worst_rates(ctx: ExecContext, model: str, prompt: int = 0) -> cost.Rate:
+    return cost.rate(ctx.prices, model, prompt, cost.service_tier(ctx.body))
 
 
 def worst_case(ctx: ExecContext, chain: Iterable[str], prompt: int, max_tokens: int) -> float:
     """What one call over `chain` can cost at most: the allowance a deliberation agent gets."""
-    return cost.chain_cost(cost.rates(ctx.prices, chain), prompt, max_tokens)
+    return cost.chain_cost(cost.rates(ctx.prices, chain, prompt, cost.service_tier(ctx.body)), prompt, max_tokens)
 
 
 def prompt_bound(ctx: ExecContext, messages: list[dict[str, Any]], known: int = 0) -> int:
@@ -148,22 +149,48 @@ def _hop(i: int, model: str, prev: str | None) -> str:
     return "retry" if model == prev else "fallback"
 
 
+_USAGE_RE = re.compile(r'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
+
+
 def _record(ctx: ExecContext, model: str, usage: dict[str, Any] | None, t0: float, status: str, hop: str,
-            est_prompt: int = 0, est_text: str = "") -> UpstreamCall:
+            est_prompt: int = 0, est_text: str = "", sent: dict[str, Any] | None = None,
+            est_completion: int = 0, billed: bool = False) -> UpstreamCall:
+    """Record one attempt. Without usage from the provider, an attempt that reached it is billed at a best
+    estimate: the prompt actually sent (counted, not the admission bound) plus what it generated."""
     if usage:
         u = Usage.from_openai(usage)
         estimated = False
+    elif est_prompt or est_text or est_completion:
+        prompt = count_prompt_tokens(sent["messages"], sent.get("tools")) if sent else est_prompt
+        u = Usage(prompt_tokens=prompt, completion_tokens=max(count_text_tokens(est_text), est_completion))
+        estimated = True
     else:
-        u = Usage(prompt_tokens=est_prompt, completion_tokens=count_text_tokens(est_text)) if (est_prompt or est_text) else Usage()
-        estimated = bool(est_prompt or est_text)
+        u = Usage()
+        estimated = False
+    st = cost.service_tier(ctx.body)
     call = UpstreamCall(
         model=model, prompt_tokens=u.prompt_tokens, cached_tokens=u.cached_tokens,
         completion_tokens=u.completion_tokens, reasoning_tokens=u.reasoning_tokens,
-        cache_write_tokens=u.cache_write_tokens, cost_usd=ctx.prices.cost(model, u) if (usage or estimated) else 0.0,
+        cache_write_tokens=u.cache_write_tokens, cache_write_1h_tokens=u.cache_write_1h_tokens, service_tier=st,
+        cost_usd=ctx.prices.cost(model, u, st) if (usage or estimated) else 0.0,
         latency_ms=(_perf() - t0) * 1000, status=status, hop=hop, estimated=estimated,
+        billed_failure=billed or (status not in ("ok", "cancelled") and estimated and u.completion_tokens > 0),
     )
     ctx.calls.append(call)
     return call
+
+
+def _consumed_estimate(e: UpstreamError, max_tokens: int) -> tuple[str, int]:
+    """(text to count, completion tokens) for an attempt the provider billed without a usable answer: the
+    usage a malformed body still spells out, else its text, else (a timeout, a cut body) the attempt's
+    max_tokens - the provider generated up to that and we cannot see how much."""
+    raw = (e.consumed or {}).get("raw") or ""
+    found = dict(_USAGE_RE.findall(raw))
+    if "completion_tokens" in found:
+        return "", min(int(found["completion_tokens"]), max_tokens)
+    if raw:
+        return "", min(count_text_tokens(raw), max_tokens)
+    return "", max_tokens
 
 
 def _err_status(e: UpstreamError) -> str:
@@ -197,7 +224,7 @@ async def _pace(i: int, dep: Deployment, tried: dict[int, float | None]) -> bool
 
 
 def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: float, choices: int = 1) -> int:
-    i, o = worst_rates(ctx, model)
+    i, o = worst_rates(ctx, model, prompt)
     return cost.tokens_within((i, o * choices), prompt, room, max_tokens)  # n choices: n answers to pay for
 
 
@@ -221,9 +248,18 @@ async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_t
 
 
 def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: str,
-            tried: dict[int, float | None]) -> None:
-    """Record a failed attempt; re-raise what no retry can fix, else cool the deployment down."""
-    _record(ctx, model, None, t0, _err_status(e), hop)
+            tried: dict[int, float | None], sent: dict[str, Any] | None = None, max_tokens: int = 0,
+            step: "Step | None" = None) -> None:
+    """Record a failed attempt (at its best estimate when the provider billed it, flagged); re-raise what
+    no retry can fix, else cool the deployment down."""
+    if e.consumed is not None and sent is not None:
+        text, comp = _consumed_estimate(e, max_tokens)
+        call = _record(ctx, model, None, t0, _err_status(e), hop, est_text=text, sent=sent,
+                       est_completion=comp or 1, billed=True)
+        if step is not None:
+            step.spent += call.cost_usd
+    else:
+        _record(ctx, model, None, t0, _err_status(e), hop)
     if not e.retryable:
         raise e
     COOLDOWNS.failed(dep, e.retry_after)
@@ -242,15 +278,16 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
     async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
                                                             think, step, tried, _choices(body)):
         t0 = _perf()
+        sent = prepare(body, dep, mt, effort, th)
         try:
-            resp = await ctx.upstream.complete(dep, prepare(body, dep, mt, effort, th))
+            resp = await ctx.upstream.complete(dep, sent)
         except UpstreamError as e:
             last = e
-            _failed(ctx, model, dep, e, t0, hop, tried)
+            _failed(ctx, model, dep, e, t0, hop, tried, sent, mt, step)
             continue
         except asyncio.CancelledError:
             # The provider has the prompt and may be generating: bill at least the prompt.
-            _record(ctx, model, None, t0, "cancelled", hop, est_prompt=p)
+            _record(ctx, model, None, t0, "cancelled", hop, est_prompt=p, sent=sent)
             raise
         COOLDOWNS.succeeded(dep)
         usage = resp.get("usage")
@@ -258,7 +295,7 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
         if not usage:
             msg = (resp.get("choices") or [{}])[0].get("message") or {}
             text = msg.get("content") or ""
-        call = _record(ctx, model, usage, t0, "ok", hop, est_prompt=p, est_text=text)
+        call = _record(ctx, model, usage, t0, "ok", hop, est_prompt=p, est_text=text, sent=sent)
         step.spent += call.cost_usd
         step.model, step.dep, step.call = model, dep, call
         if th is not None:
@@ -287,7 +324,8 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
                                                             think, step, tried, _choices(body)):
         t0 = _perf()
-        agen = ctx.upstream.stream(dep, prepare(body, dep, mt, effort, th))
+        sent = prepare(body, dep, mt, effort, th)
+        agen = ctx.upstream.stream(dep, sent)
         try:
             first = await agen.__anext__()
         except StopAsyncIteration:
@@ -299,11 +337,11 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
             continue
         except (asyncio.CancelledError, GeneratorExit):
             await agen.aclose()
-            _record(ctx, model, None, t0, "cancelled", hop, est_prompt=p)
+            _record(ctx, model, None, t0, "cancelled", hop, est_prompt=p, sent=sent)
             raise
         COOLDOWNS.succeeded(dep)
         step.model, step.dep = model, dep
-        async with aclosing(_relay(ctx, agen, first, model, t0, hop, p, step, th)) as relay:
+        async with aclosing(_relay(ctx, agen, first, model, t0, hop, p, step, th, sent)) as relay:
             async for c in relay:
                 yield c
         return
@@ -313,7 +351,8 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
 
 
 async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, model: str, t0: float, hop: str,
-                 p: int, step: Step, think: Thinking | None) -> AsyncIterator[dict[str, Any]]:
+                 p: int, step: Step, think: Thinking | None, sent: dict[str, Any] | None = None
+                 ) -> AsyncIterator[dict[str, Any]]:
     usage: dict[str, Any] | None = None
     text: list[str] = []
     status = "ok"
@@ -354,6 +393,7 @@ async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, mode
         raise
     finally:
         await agen.aclose()
-        call = _record(ctx, model, usage, t0, status, hop, est_prompt=p, est_text="".join(text))
+        # a cut stream: the prompt as sent plus what was generated, not the admission's prompt bound
+        call = _record(ctx, model, usage, t0, status, hop, est_prompt=p, est_text="".join(text), sent=sent)
         step.spent += call.cost_usd
         step.call = call

@@ -40,6 +40,10 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         self.upstream_status = upstream_status
         self.partial = partial
+        # The provider most likely billed this attempt although we got no usable answer (timed out after
+        # the request was sent, body cut mid-response, 200 with malformed JSON): what we know of it,
+        # {"raw": partial or malformed body text} (may be empty), for the chain to bill a best estimate.
+        self.consumed: dict[str, Any] | None = None
 
     @property
     def retryable(self) -> bool:
@@ -107,6 +111,16 @@ def classify_status(dep: Deployment, status: int, message: str, retry_after: flo
 def http_error(dep: Deployment, status: int, raw: bytes, headers: Any) -> UpstreamError:
     msg = dep.scrub(_error_message(raw))[:500] or f"HTTP {status}"
     return classify_status(dep, status, msg, parse_retry_after(headers))
+
+
+def consumed_transport_error(dep: Deployment, e: BaseException, raw: bytes = b"") -> UpstreamError:
+    """transport_error for a non-stream call whose request reached the provider: a read timeout or a
+    body cut mid-response means tokens were (likely) generated and billed."""
+    err = transport_error(dep, e, False)
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
+    if (err.kind == "timeout" and not (connect_timeout and isinstance(e, connect_timeout))) or err.kind == "disconnect":
+        err.consumed = {"raw": raw.decode("utf-8", "replace")}
+    return err
 
 
 def transport_error(dep: Deployment, e: BaseException, partial: bool) -> UpstreamError:

@@ -30,7 +30,8 @@ import orjson
 
 from router.http.sse import DONE, SSEDecoder
 from router.upstream.deployment import Deployment
-from router.upstream.errors import UpstreamError, _err, classify_status, http_error, transport_error
+from router.upstream.errors import (UpstreamError, _err, classify_status, consumed_transport_error, http_error,
+                                    transport_error)
 from router.upstream.litellm_adapter import litellm_complete, litellm_embed, litellm_stream
 
 log = logging.getLogger("triage.upstream")
@@ -113,12 +114,14 @@ class Upstream:
         except UpstreamError:
             raise
         except Exception as e:
-            raise transport_error(dep, e, False) from None
+            raise consumed_transport_error(dep, e) from None
         try:
             data = _loads(raw)
         except _JSONDecodeError:
-            raise _err("bad_response", f"{dep.name}: upstream returned invalid JSON "
-                       f"({len(raw)} bytes)", upstream_status=resp.status) from None
+            err = _err("bad_response", f"{dep.name}: upstream returned invalid JSON "
+                       f"({len(raw)} bytes)", upstream_status=resp.status)
+            err.consumed = {"raw": raw.decode("utf-8", "replace")}  # a 200: the provider billed it
+            raise err from None
         if not isinstance(data, dict) or "choices" not in data:
             if isinstance(data, dict) and "error" in data:
                 # some OpenAI-compatible servers report failures inside a 200

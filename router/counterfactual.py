@@ -1,0 +1,60 @@
+"""What the top tier would have cost for the same request: the savings baseline.
+
+Not the cheap call's usage at the top model's price (which priced a reasoning model's thinking at a
+plain model's rate and three debating agents as one call): the top tier's own plan for this request,
+every agent, every debate round and the aggregator, each at its model's price (long-context band and
+service tier included), for this request's prompt, with each call's output length the mean of the
+tenant's own top-tier calls in the request's complexity bucket (learned at settle, accounting
+``toplen``). Until a bucket has LEARN_MIN_CALLS such calls, the documented fallback is this request's
+own answer length (its final call's completion tokens) for every call. A request that ran on the top
+tier counts its real cost. Shadow runs (router/shadow.py) measure the same figure for a sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounting import Usage, complexity_bucket
+from accounting.models import to_nusd
+from accounting.tokens import count_prompt_tokens
+from router.tiers import cost
+
+LEARN_MIN_CALLS = 20
+
+
+def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], messages: list[Any],
+                  complexity: float | None, lengths: dict[str, tuple[int, int]], body: dict[str, Any],
+                  spent_nusd: int) -> tuple[int, str]:
+    """(counterfactual nano-USD, method) for one request."""
+    if plan_tier == top_tier:
+        return spent_nusd, "top-tier"
+    tables = getattr(snap, "policy_tables", None)
+    tt = tables.tiers.get(top_tier) if tables is not None else None
+    spec = snap.config.tiers.get(top_tier)
+    if spec is None:
+        return spent_nusd, "none"
+    prices = snap.prices
+    st = cost.service_tier(body)
+    first = next((c for c in calls if not c.estimated and c.prompt_tokens), None)
+    p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
+    n, ct = lengths.get(complexity_bucket(complexity), (0, 0))
+    if n >= LEARN_MIN_CALLS:
+        out, method = max(1, round(ct / n)), "top-tier-plan:learned"
+    else:
+        final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
+        out, method = max(1, final.completion_tokens if final is not None else 1), "top-tier-plan:default"
+
+    def call(model: str, prompt: int, completion: int) -> float:
+        return prices.cost(model, Usage(prompt_tokens=prompt, completion_tokens=completion), st)
+
+    agents = list(getattr(tt, "agents", None) or [spec.models[0]])
+    rounds = int(getattr(tt, "rounds", 1) or 1)
+    usd = sum(call(m, p, out) for m in agents)
+    if len(agents) > 1 or getattr(tt, "aggregator", None):
+        quoted = p + cost.quoted_tokens(len(agents), out)
+        usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
+        agg = getattr(tt, "aggregator", None)
+        if agg:
+            agg_out = out if getattr(tt, "strategy", None) == "debate" else cost.PICK_TOKENS
+            usd += call(agg, quoted, agg_out)
+    return to_nusd(usd), method
