@@ -166,8 +166,8 @@ async def ledger_rows(redis: Redis, tenants: list[str], since_ts: float | None =
                 row["_cost_nusd"] = _cost_nusd(r)
                 row["ts"] = r.get("ts")  # unix seconds here: the pages sort and bucket by it
                 row["cost_usd"] = from_nusd(row["_cost_nusd"])
-                if row["ts"] is None:
-                    continue
+                if row["ts"] is None or (row["kind"] == "refusal" and "kind" not in filters):
+                    continue  # refusals are counted on their own (``refusals``), not listed as requests
                 if all(_match(row, k, v) for k, v in filters.items()):
                     out.append(row)
                     got += 1

@@ -79,8 +79,10 @@ def test_repeated_client_request_id_cannot_bypass_budget(flat_proxy: Proxy) -> N
     assert all(GATEWAY_ID.match(i) for i in ids), "x-request-id must be the gateway's own id"
     assert len(set(ids)) == 50
     assert all(r[2].get("x-client-request-id") == "fixed-1" for r in results)
-    rows = _ledger(flat_proxy, "idem")
+    every = _ledger(flat_proxy, "idem")
+    rows = [r for r in every if r.get("kind") != "refusal"]
     assert len(rows) == 5
+    assert sum(1 for r in every if r.get("kind") == "refusal") == 45  # denied demand is ledgered too
     assert sorted(r["request_id"] for r in rows) == sorted(r[1] for r in served)
     assert all(r["client_request_id"] == "fixed-1" for r in rows)
     assert round(sum(r["cost_usd"] for r in rows), 9) == 0.05
