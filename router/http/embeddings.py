@@ -21,6 +21,7 @@ from accounting.tokens import count_text_tokens
 from router.config import VIRTUAL_MODELS
 from router.http.auth import authenticate
 from router.http.chat import ChatHandler, _Meta, error_status, read_json
+from router.http.metering import usage_cost
 from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, unavailable
 from router.tiers.base import Decision, ExecContext, Plan
 from router.upstream import UpstreamError
@@ -109,10 +110,12 @@ async def embeddings(request: Request, chat: ChatHandler) -> Response:
                                           latency_ms=(time.perf_counter() - t1) * 1000, status="ok",
                                           estimated=estimated))
             resp["model"] = name
-            resp["usage"] = {"prompt_tokens": pt, "total_tokens": pt, "cost": round(cost, 10)}
+            nusd = ctx.spent_nusd()
+            resp["usage"] = {"prompt_tokens": pt, "total_tokens": pt}
+            usage_cost(resp["usage"], nusd)
             await chat._finish(ctx, meta, status="ok")
             return Response(orjson.dumps(resp), media_type="application/json",
-                            headers=meta.headers(rid, cost, ctx, name))
+                            headers=meta.headers(rid, nusd, ctx, name))
         if last is not None and not last.retryable:
             break
     await chat._finish(ctx, meta, status=f"error:{last.kind}" if last else "error")
