@@ -45,7 +45,7 @@ from .settings import clean as _clean
 from .settings import lua as _lua
 from .settings import today as _today
 from .settlement import SettlementMixin
-from .spool import Spool
+from .spool import RecentSettles, Spool
 
 log = logging.getLogger("triage.accounting")
 
@@ -62,6 +62,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
         self.breaker = CircuitBreaker(settings.breaker_threshold)
         state = os.environ.get("TRIAGE_STATE_DIR", ".triage")
         self.spool = Spool(settings.spool_dir or os.path.join(state, "spool"))
+        self._recent = RecentSettles(settings.replication_guard_s)
         self._admit = redis.register_script(_lua("admit.lua"))
         self._settle = redis.register_script(_lua("settle.lua"))
         self._release = redis.register_script(_lua("release.lua"))
@@ -112,6 +113,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             self._maybe_replay()  # health probes keep draining the spool even when traffic is idle
         else:
             self.breaker.failure()
+            self._guard_recent()
         return ok
 
     async def _ping(self) -> bool:
@@ -144,12 +146,19 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
                 res = await script(keys=keys, args=args)
         except TimeoutError as e:
             self.breaker.failure()
+            self._guard_recent()
             raise AccountingUnavailable("accounting store unavailable: timeout") from e
         except (RedisError, OSError) as e:
             self.breaker.failure()
+            self._guard_recent()
             raise AccountingUnavailable(f"accounting store unavailable: {type(e).__name__}") from e
         self.breaker.success()
         return res
+
+    def _guard_recent(self) -> None:
+        """The store just failed: the settles it acknowledged lately may die with it (replication is
+        asynchronous), so spool them; replay re-applies only those missing (the done marker)."""
+        self.spool.extend(self._recent.drain())
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -311,12 +320,14 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
     async def settle(self, adm: Admission, record: LedgerRecord) -> bool:
         """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate."""
         keys, args = self._settle_call(adm, record)
+        entry = {"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]}
         try:
             res = await self._call(self._settle, keys, args)
         except AccountingUnavailable:
-            self.spool.append({"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]})
+            self.spool.append(entry)
             log.warning("ledger write spooled for request %s", record.request_id)
             return False
+        self._recent.add(entry)
         self._maybe_replay()
         return bool(res)
 

@@ -33,6 +33,11 @@ class AccountingSettings(BaseModel):
     idempotency_days: int = 30  # how long a settled request id is remembered (spool replay window)
     spool_dir: str | None = None  # default: <TRIAGE_STATE_DIR or .triage>/spool
     counterfactual_model: str | None = None  # price-book name of the top tier's model
+    # Replication is asynchronous: a settle the master acknowledged in its last moments may never
+    # reach the replica that a failover promotes. Settles acknowledged this recently are kept in
+    # memory and, at the first failure after a success, put in the spool, whose idempotent replay
+    # re-applies only those the new master lacks. 0 disables it.
+    replication_guard_s: float = 5.0
     # Consecutive failures (after retries) that open the breaker; while open, requests wait for one
     # shared PING instead of each timing out, and the first PING that answers closes it again.
     breaker_threshold: int = 5

@@ -36,6 +36,17 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
 
+    def extend(self, entries: list[dict[str, Any]]) -> None:
+        """Append many entries with one fsync (the replication guard spools a burst at once)."""
+        if not entries:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = b"".join(orjson.dumps(e) + b"\n" for e in entries)
+        with self._lock, open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
     def pending(self) -> int:
         n = 0
         for p in self._files():
@@ -96,3 +107,32 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class RecentSettles:
+    """Settles acknowledged in the last ``window_s`` seconds, for the replication guard: a master
+    that dies can take its last acknowledged writes with it. ``drain`` hands them to the spool."""
+
+    def __init__(self, window_s: float):
+        from collections import deque  # noqa: PLC0415
+
+        self.window_s = window_s
+        self._q: deque[tuple[float, dict[str, Any]]] = deque()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        if self.window_s <= 0:
+            return
+        import time  # noqa: PLC0415
+
+        now = time.monotonic()
+        self._q.append((now, entry))
+        while self._q and self._q[0][0] < now - self.window_s:
+            self._q.popleft()
+
+    def drain(self) -> list[dict[str, Any]]:
+        import time  # noqa: PLC0415
+
+        cutoff = time.monotonic() - self.window_s
+        out = [e for t, e in self._q if t >= cutoff]
+        self._q.clear()
+        return out
