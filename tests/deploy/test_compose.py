@@ -60,3 +60,15 @@ def test_example_config_names_no_missing_service(monkeypatch):
     services = set(_compose()["services"])
     for host in re.findall(r"api_base:\s*https?://([A-Za-z0-9_.-]+)", live):
         assert host in services or "." in host, host
+
+
+def test_image_contains_every_package_the_wheel_ships():
+    """The compose services run `triage serve` and `triage mock-upstream` from this image."""
+    import tomllib
+
+    root = DEPLOY.parent
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    docker = (DEPLOY / "Dockerfile").read_text()
+    for pkg in include:
+        name = pkg.rstrip("*")
+        assert re.search(rf"^COPY {name} \./{name}$", docker, re.M), f"Dockerfile does not copy {name}/"
