@@ -139,7 +139,7 @@
   function rangePicker(main, page, since) {
     const bar = div(main, "toolbar");
     bar.innerHTML = "<label>Range</label>" + RANGES.map(([v, l]) =>
-      `<button class="${v === since ? "primary" : ""}" data-since="${v}">${l}</button>`).join("");
+      `<button class="${v === since ? "active" : ""}" data-since="${v}">${l}</button>`).join("");
     bar.querySelectorAll("[data-since]").forEach((b) => b.addEventListener("click", () => (location.hash = `#/${page}?since=${b.dataset.since}`)));
   }
 
@@ -201,12 +201,14 @@
     main.innerHTML = "<h1>Spend over time</h1>";
     const bar = div(main, "toolbar");
     bar.innerHTML = `<label>Split by</label><select id="s-by">${["tier", "model", "tenant", "key"].map((b) => `<option ${b === by ? "selected" : ""}>${b}</option>`).join("")}</select>
-      <label>From</label><input id="s-since" value="${esc(since)}" size="12" title="7d, 30d, 24h or a date (2026-11-01)">
-      <label>To</label><input id="s-until" value="${esc(until)}" size="12" placeholder="now">
-      <button id="s-go" class="primary">Apply</button>`;
-    $("#s-go").addEventListener("click", () => {
-      location.hash = "#/spend?" + new URLSearchParams({ by: $("#s-by").value, since: $("#s-since").value, until: $("#s-until").value });
-    });
+      <label>From</label><input id="s-since" type="date" value="${/^\d{4}-\d{2}-\d{2}$/.test(since) ? esc(since) : ""}">
+      <label>To</label><input id="s-until" type="date" value="${esc(until)}">
+      <button id="s-go" class="primary">Apply</button>
+      ${["7d", "30d", "90d"].map((r) => `<button data-range="${r}" class="${r === since ? "active" : ""}">Last ${r.replace("d", " days")}</button>`).join("")}`;
+    const go = (s, u) => (location.hash = "#/spend?" + new URLSearchParams({ by: $("#s-by").value, since: s, until: u }));
+    $("#s-go").addEventListener("click", () => go($("#s-since").value || since, $("#s-until").value));
+    $("#s-by").addEventListener("change", () => go(since, until));
+    bar.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => go(b.dataset.range, "")));
     const d = await api("/ui/api/spend" + q({ by, since, until }));
     const c = card(main, `Cost per day by ${by} · total ${usd(d.total_cost_usd)} over ${num(d.total_requests)} requests`);
     c.setAttribute("data-total-usd", d.total_cost_usd);
