@@ -189,7 +189,7 @@ class ChatHandler:
         except BudgetExceeded as e:
             why = "max_cost_per_query" if e.scope == "per-query cap" else "budget_exceeded"
             if obs is not None:
-                obs.refused(why, rid, principal.tenant, principal.key_id, model, t0)
+                obs.refused(why, rid, principal.tenant, principal.key_id, model, t0, scope=e.scope)
             await record_refusal(st.accountant, principal, rid, req.model, decision, why, e.message, wf)
             raise budget_exceeded(e.message) from None
         except AccountingUnavailable:

@@ -157,3 +157,25 @@ def test_hard_budget_that_refuses_is_exhausted() -> None:
     (kind, d), = crossings(b, now, spec, refused=True)
     assert kind == "exhausted" and d["refused_requests"] and d["remaining_usd"] == pytest.approx(0.005)
     assert crossings({**b, "mode": "soft"}, now, spec, refused=True) == []  # soft budgets never refuse
+
+
+def test_hard_budget_refusal_alerts_exhausted(alert_proxy: Proxy, receiver: Receiver) -> None:
+    """A hard budget never reaches its limit exactly; the request it refuses is what exhausts it."""
+    key = alert_proxy.create_key("initech")
+    c = alert_proxy.client(key)
+    c.chat.completions.create(model="triage/fast", messages=[{"role": "user", "content": EASY}])
+    spent = alert_proxy.admin("GET", "/v1/usage", params={"tenant": "initech"}).json()["spend_usd"]["total"]
+    assert alert_proxy.admin("PUT", "/admin/budgets", json={"tenant": "initech", "limit_usd": spent * 1.5,
+                                                            "period": "total"}).status_code == 200
+    refused = 0
+    for _ in range(4):
+        try:
+            c.chat.completions.create(model="triage/fast", messages=[{"role": "user", "content": EASY}])
+        except Exception as e:  # openai.RateLimitError: 429 budget_exceeded
+            assert getattr(e, "status_code", None) == 429
+            refused += 1
+    assert refused >= 1
+    got = receiver.wait_for(lambda g: any(x["event"] == "budget.exhausted" for x in g))
+    ex = [x for x in got if x["event"] == "budget.exhausted"]
+    assert len(ex) == 1 and ex[0]["scope"] == "tenant:initech" and ex[0]["refused_requests"] is True
+    assert ex[0]["spent_usd"] < ex[0]["limit_usd"]

@@ -32,6 +32,8 @@ def test_overview_equals_usage_and_report(proxy: Proxy, seeded: Seeded) -> None:
     both = get(proxy, "/ui/api/overview", proxy.master_key).json()
     assert both["totals"]["requests"] == len(seeded.acme_ids) + len(seeded.globex_ids) + 2  # + one stream each
     assert set(both["tenants"]) == {"acme", "globex"}
+    assert both["refusals"] == {"total": 1, "by_reason": {"budget_exceeded": 1}}  # the seed's poor key, acme
+    assert get(proxy, "/ui/api/overview", seeded.globex_key).json()["refusals"]["total"] == 0
     a = get(proxy, "/v1/usage", proxy.master_key, tenant="acme").json()["totals"]["cost_usd"]
     g = get(proxy, "/v1/usage", proxy.master_key, tenant="globex").json()["totals"]["cost_usd"]
     assert both["totals"]["cost_usd"] == pytest.approx(a + g, abs=1e-9)
