@@ -83,6 +83,14 @@ class Observability:
         except Exception:
             log.exception("observing refusal of %s failed", request_id)
 
+    def evaluated(self, rec: LedgerRecord) -> None:
+        """A shadow evaluation was recorded (router/shadow.py calls this after record_evaluation)."""
+        try:
+            if self.metrics is not None:
+                self.metrics.observe_evaluation(rec)
+        except Exception:
+            log.exception("observing evaluation %s failed", rec.request_id)
+
     def classified(self, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.observe_classifier(seconds)

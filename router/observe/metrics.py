@@ -79,6 +79,10 @@ class Metrics:
                               registry=r)
         self.refusals = Counter("triage_refusals", "Requests refused before any upstream call, by reason.",
                                 ("reason",), registry=r)
+        self.shadow_runs = Counter("triage_shadow_runs", "Shadow evaluations recorded (sampled second answers).",
+                                   ("served_tier", "shadow_tier"), registry=r)
+        self.shadow_cost = Counter("triage_shadow_cost_usd", "Evaluation spend (shadow answers and judge calls).",
+                                   ("shadow_tier",), registry=r)
         self.tenant_cost = self.tenant_requests = None
         if spec.tenant_labels or spec.key_labels:
             labels = ("tenant", "key_id") if spec.key_labels else ("tenant",)
@@ -91,6 +95,7 @@ class Metrics:
         self._req: dict[tuple[str, str, str], list[Any]] = {}
         self._calls: dict[tuple[str, str, str], int] = {}
         self._refused: dict[str, int] = {}
+        self._shadow: dict[tuple[str, str], list[float]] = {}
         self._tenant: dict[tuple[str, ...], list[float]] = {}
         self._clf = [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
         self._flusher: Any = None
@@ -147,6 +152,16 @@ class Metrics:
     def observe_refusal(self, reason: str) -> None:
         self._refused[reason] = self._refused.get(reason, 0) + 1
 
+    def observe_evaluation(self, rec: LedgerRecord) -> None:
+        """One shadow evaluation row (accounting's record_evaluation), off the request path."""
+        ev = rec.evaluation or {}
+        key = (str(ev.get("served_tier") or "-"), str(ev.get("shadow_tier") or "-"))
+        a = self._shadow.get(key)
+        if a is None:
+            a = self._shadow[key] = [0, 0.0]
+        a[0] += 1
+        a[1] += rec.cost_usd or 0.0
+
     def observe_classifier(self, seconds: float) -> None:
         c = self._clf
         c[0] += seconds
@@ -186,6 +201,11 @@ class Metrics:
         clf, self._clf = self._clf, [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
         if any(clf[1]):
             _add_hist(self.classifier, clf[0], clf[1])
+        shadow, self._shadow = self._shadow, {}
+        for (served, shadow_tier), (n, c) in shadow.items():
+            self.shadow_runs.labels(served, shadow_tier).inc(n)
+            if c:
+                self.shadow_cost.labels(shadow_tier).inc(c)
         tenant, self._tenant = self._tenant, {}
         for labels, (n, c) in tenant.items():
             self.tenant_requests.labels(*labels).inc(n)  # type: ignore[union-attr]

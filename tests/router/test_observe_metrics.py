@@ -219,3 +219,21 @@ def test_metrics_without_redis_drop_budget_gauges(tmp_path: Path, mock_upstream)
         server.should_exit = True
         thread.join(15)
         srv.stop()
+
+
+def test_shadow_evaluations_are_counted() -> None:
+    from prometheus_client import generate_latest
+
+    from accounting import LedgerRecord
+    from router.observe.hub import Observability
+    from router.observe.metrics import Metrics
+    from router.observe.settings import MetricsSpec, ObservabilitySpec
+
+    obs = Observability(ObservabilitySpec(), metrics=Metrics(MetricsSpec()))
+    for i in range(3):
+        obs.evaluated(LedgerRecord(request_id=f"e{i}", key_id="k", tenant="t", cost_usd=0.25,
+                                   evaluation={"served_tier": "fast", "shadow_tier": "deliberate"}))
+    obs.metrics.flush()
+    s = parse(generate_latest(obs.metrics.registry).decode())
+    assert total(s, "triage_shadow_runs_total", served_tier="fast", shadow_tier="deliberate") == 3
+    assert total(s, "triage_shadow_cost_usd_total", shadow_tier="deliberate") == 0.75
