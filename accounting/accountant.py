@@ -71,6 +71,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
         self._renew = redis.register_script(_lua("renew.lua"))
         self._lengths: dict[str, tuple[float, dict[str, tuple[int, int]]]] = {}
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+        self._keys_watch: asyncio.Task[None] | None = None
         self._replay_lock = asyncio.Lock()
         self._next_spool_check = 0.0
         self._bg: set[asyncio.Task[Any]] = set()
@@ -162,7 +163,30 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
 
     # -- keys -----------------------------------------------------------------------------------
 
+    def _watch_key_changes(self) -> None:
+        t = self._keys_watch
+        if t is None or t.done():
+            t = self._keys_watch = asyncio.get_running_loop().create_task(self._poll_key_changes())
+            self._bg.add(t)
+            t.add_done_callback(self._bg.discard)
+
+    async def _poll_key_changes(self) -> None:
+        seen: int | None = None
+        while True:
+            if self.breaker.allow():
+                try:
+                    async with asyncio.timeout(self.settings.redis_timeout_s):
+                        v = await self.keys.version()
+                    if v != seen:
+                        if seen is not None:
+                            self._auth_cache.clear()
+                        seen = v
+                except (RedisError, OSError, TimeoutError):
+                    pass
+            await asyncio.sleep(self.settings.auth_sync_interval_s)
+
     async def authenticate(self, api_key: str) -> Principal | None:
+        self._watch_key_changes()
         h = hashlib.sha256(api_key.encode()).hexdigest()
         now = time.monotonic()
         hit = self._auth_cache.get(h)

@@ -9,17 +9,29 @@ from typing import Any
 
 from . import redis_keys as rk
 from .models import BudgetPolicy, from_nusd, to_nusd
+from .names import check_key_id, check_tenant, check_usd
 
 _SCOPE_RE = re.compile(r"^(tenant|key):[^:\s]+(:(tier|model):[^\s]+)?$")
 
 
 def validate_scope(scope: str) -> str:
-    if not _SCOPE_RE.match(scope):
+    m = _SCOPE_RE.match(scope) if isinstance(scope, str) else None
+    if not m:
         raise ValueError(
-            f"bad scope {scope!r}: expected tenant:<name> or key:<key_id>, optionally followed by "
+            f"bad scope {str(scope)[:80]!r}: expected tenant:<name> or key:<key_id>, optionally followed by "
             ":tier:<tier> or :model:<model>"
         )
+    kind, name = scope.split(":", 2)[:2]
+    check_tenant(name) if kind == "tenant" else check_key_id(name)
     return scope
+
+
+def scope_parts(scope: str) -> tuple[str, str, str | None, str | None]:
+    """(kind, name, tier, model) of a validated scope."""
+    kind, name, *rest = scope.split(":", 3)
+    tier = rest[1] if rest and rest[0] == "tier" else None
+    model = rest[1] if rest and rest[0] == "model" else None
+    return kind, name, tier, model
 
 
 def build_scope(scope: str | None, tenant: str | None, key_id: str | None, tier: str | None, model: str | None) -> str:
@@ -36,6 +48,17 @@ def build_scope(scope: str | None, tenant: str | None, key_id: str | None, tier:
     if model:
         s += f":model:{model}"
     return validate_scope(s)
+
+
+def check_policy(policy: BudgetPolicy) -> BudgetPolicy:
+    """Everything about a policy that can be checked without Redis; callers check before writing anything."""
+    validate_scope(policy.scope)
+    check_usd(policy.limit_usd, "limit_usd")
+    if policy.period not in ("day", "month", "total"):
+        raise ValueError("period must be day, month or total")
+    if policy.soft_pct is not None and not (0 < policy.soft_pct <= 100):
+        raise ValueError("soft_pct must be in (0, 100]")
+    return policy
 
 
 def period_field(period: str, now: datetime | None = None) -> str:
@@ -78,11 +101,7 @@ class BudgetStore:
         return _s(owner)
 
     async def set(self, policy: BudgetPolicy, tenant: str | None = None) -> BudgetPolicy:
-        validate_scope(policy.scope)
-        if policy.limit_usd < 0:
-            raise ValueError("limit_usd must be >= 0")
-        if policy.soft_pct is not None and not (0 < policy.soft_pct <= 100):
-            raise ValueError("soft_pct must be in (0, 100]")
+        check_policy(policy)
         t = tenant or await self.tenant_of(policy.scope)
         soft = "" if policy.soft_pct is None else repr(float(policy.soft_pct))
         await self.r.sadd(rk.tenants_index(), t)

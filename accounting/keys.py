@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import redis_keys as rk
+from .names import check_tenant, check_usd
 from .models import BudgetPolicy, KeyInfo, Principal, from_nusd, to_nusd
 
 KEY_PREFIX = "sk-triage-"
@@ -49,8 +50,16 @@ class KeyStore:
         period: str = "month",
         max_cost_per_query: float | None = None,
     ) -> tuple[str, KeyInfo]:
-        if not tenant or len(tenant) > 128 or any(c in tenant for c in ": ") or not tenant.isprintable():
-            raise ValueError("tenant must be 1-128 printable characters without ':' or spaces")
+        # Everything is checked before the first write: a refused key leaves nothing behind.
+        check_tenant(tenant)
+        if max_cost_per_query is not None:
+            check_usd(max_cost_per_query, "max_cost_per_query")
+        policy = None
+        if budget_usd is not None:
+            from .budgets import check_policy  # noqa: PLC0415 - avoid a cycle at import
+
+            policy = check_policy(BudgetPolicy(scope=rk.scope_key("k_" + "0" * 16), limit_usd=check_usd(
+                budget_usd, "budget_usd"), period=period))
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         sha = hash_key(plaintext)
         kid = "k_" + secrets.token_hex(8)
@@ -78,11 +87,10 @@ class KeyStore:
             p.sadd(rk.keys_index(), kid)
             p.sadd(rk.tenants_index(), tenant)
             await p.execute()
-        if budget_usd is not None:
+        if policy is not None:
             from .budgets import BudgetStore  # noqa: PLC0415 - avoid a cycle at import
 
-            await BudgetStore(self.r).set(BudgetPolicy(scope=rk.scope_key(kid), limit_usd=budget_usd, period=period),
-                                          tenant=tenant)
+            await BudgetStore(self.r).set(policy.model_copy(update={"scope": rk.scope_key(kid)}), tenant=tenant)
         await self.r.hset(rk.apikey(sha), mapping=fields)
         return plaintext, info
 
@@ -113,7 +121,14 @@ class KeyStore:
         if not sha or not await self.r.exists(rk.apikey(sha)):
             return False
         await self.r.hset(rk.apikey(sha), "revoked", "1")
+        await self.r.incr(rk.keys_version())  # every worker drops its cached principals on the next poll
         return True
+
+    async def version(self) -> int:
+        return int(await self.r.get(rk.keys_version()) or 0)
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        return bool(await self.r.sismember(rk.tenants_index(), tenant))
 
     async def lookup(self, plaintext: str) -> Principal | None:
         """Two round trips (key, then its tenant); callers cache the result briefly."""
@@ -148,6 +163,7 @@ class KeyStore:
         if fields:
             await self.r.hset(rk.tenant(tenant), mapping=fields)
             await self.r.sadd(rk.tenants_index(), tenant)
+            await self.r.incr(rk.keys_version())  # cached principals carry these settings
         return await self.get_tenant(tenant)
 
     async def get_tenant(self, tenant: str) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class PriceBook:
     def __init__(self, prices: dict[str, ModelPrice], version: str | None = None):
         self._prices = prices
         self.version = version or price_map_version()
+        self.output_caps: dict[str, int] = {}  # model -> most output tokens one call may ask for, when known
         self._rates: dict[tuple[str, int, str | None], Rates] = {}
         # per model: long-context thresholds, so a call below all of them skips resolution
         self._thresholds = {n: thresholds(p.keys) for n, p in prices.items()}
@@ -103,6 +104,7 @@ class PriceBook:
         pm = load_price_map() if price_map is None else price_map
         prices: dict[str, ModelPrice] = {}
         unpriced: list[str] = []
+        caps: dict[str, int] = {}
         for spec in specs:
             row = dict(lookup(pm, spec.litellm_model) or {}) if spec.litellm_model else {}
             try:  # a self-hosted deployment priced by the GPU hour: per-token prices follow from its throughput
@@ -112,6 +114,9 @@ class PriceBook:
             overridden = bool(hourly) or any(_num(spec.model_info.get(k)) is not None for k in _KEYS.values())
             row.update({k: v for k, v in spec.model_info.items() if v is not None})
             row.update({k: v for k, v in hourly.items() if spec.model_info.get(k) is None})
+            cap = _num(row.get("max_output_tokens"))
+            if cap is not None and cap >= 1:
+                caps[spec.name] = int(cap)
             inp, out = _num(row.get(_KEYS["input"])), _num(row.get(_KEYS["output"]))
             if inp is None or out is None:
                 unpriced.append(spec.name)
@@ -147,7 +152,9 @@ class PriceBook:
                     cache_write=dear_in, reasoning=dear_out, source="unpriced",
                     keys={_KEYS["input"]: dear_in, _KEYS["output"]: dear_out},
                 )
-        return cls(prices)
+        book = cls(prices)
+        book.output_caps = caps
+        return book
 
     def __contains__(self, name: str) -> bool:
         return name in self._prices

@@ -12,6 +12,7 @@ Layout (``P`` = ``triage:``, ``T`` = ``triage:{<tenant>}:``):
 - ``P apikey:<sha256>``          hash: key_id, tenant, label, created_at, revoked, max_cost_per_query, prefix
 - ``P keyid:<key_id>``           string: the sha256 of that key (revoke/list by id)
 - ``P keys``                     set of key_ids
+- ``P keys:ver``                 integer bumped on revocation / tenant-settings change (auth caches poll it)
 - ``P tenants``                  set of tenant names seen
 - ``T tenant``                   hash: store_prompts, max_cost_per_query (tenant settings)
 - ``T budget:<scope>``           hash: limit (nano-USD), period, mode, soft_pct  (a policy)
@@ -52,6 +53,11 @@ def apikey(sha: str) -> str:
 
 def key_id(kid: str) -> str:
     return f"{PREFIX}keyid:{kid}"
+
+
+def keys_version() -> str:
+    """Bumped on every revocation or tenant-settings change; workers poll it to drop cached principals."""
+    return f"{PREFIX}keys:ver"
 
 
 def keys_index() -> str:

@@ -280,6 +280,16 @@ def _decimal_money(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(v: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
 def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | None = None) -> bytes | None:
     """Serialize rows as jsonl, csv or parquet; to ``dest`` if given, else return the bytes."""
     rows = list(rows)
@@ -290,7 +300,7 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in _decimal_money(r).items()})
+            w.writerow({k: ("" if v is None else _cell(v)) for k, v in _decimal_money(r).items()})
         data = buf.getvalue().encode()
     elif fmt == "parquet":
         import pyarrow as pa  # noqa: PLC0415 - optional, export only

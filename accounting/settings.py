@@ -28,6 +28,9 @@ class AccountingSettings(BaseModel):
     pool_wait_s: float = 5.0
     lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
     auth_cache_ttl_s: float = 5.0
+    # Every worker polls a version counter bumped by revocations and tenant-setting changes, and drops
+    # its cached principals when it moves: a revoked key stops working everywhere within about this long.
+    auth_sync_interval_s: float = 0.25
     ledger_retention_days: int = 90
     ledger_maxlen: int | None = None  # if set, trim streams by length instead of age
     idempotency_days: int = 30  # how long a settled request id is remembered (spool replay window)

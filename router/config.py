@@ -148,7 +148,11 @@ class PolicySpec(BaseModel):
 
 class ServerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # chat completions
+    max_admin_body_bytes: int = Field(default=64 * 1024, ge=1024)  # every other route (feedback, admin)
+    # A body announced but not sent in this long is refused (408) and its connection closed.
+    body_read_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    openapi: bool = True  # publish /openapi.json
 
 
 def _acct_default(name: str) -> Any:

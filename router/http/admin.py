@@ -7,21 +7,24 @@ ProxyError so they share the OpenAI error shape with everything else.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from accounting import Accountant, BudgetPolicy, Principal
 from accounting import reports
-from accounting.budgets import build_scope
+from accounting.budgets import build_scope, check_policy, scope_parts, validate_scope
+from accounting.names import MAX_USD, TENANT_RULE, is_key_id, is_tenant
 from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
 from router.http.errors import bad_request, forbidden, not_found, unauthorized, unavailable
 
 admin_router = APIRouter()
+_SCOPE_PREFIX = re.compile(r"(tenant|key):[A-Za-z0-9_.@-]{1,128}(:(tier|model):[^\s{}]{1,200})?")
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -70,48 +73,100 @@ async def _client(request: Request) -> Principal | None:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
     try:
-        return model.model_validate(orjson.loads(await request.body() or b"{}"))
+        data = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
         raise bad_request("Request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("Request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise bad_request(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", param=str(err["loc"][0])) from None
+        loc = ".".join(str(x) for x in err["loc"])
+        raise bad_request(f"{loc or 'body'}: {err['msg']}", param=loc or None, code="invalid_value") from None
+
+
+# Strict: a string is not a number, "no" is not a boolean, unknown fields are mistakes, and money is
+# finite and bounded. Everything is checked before anything is written.
+_STRICT = ConfigDict(extra="forbid", strict=True)
+USD = Annotated[float, Field(ge=0, le=MAX_USD, allow_inf_nan=False)]
 
 
 class KeyCreate(BaseModel):
+    model_config = _STRICT
     tenant: str = Field(min_length=1, max_length=128)
-    label: str | None = None
-    budget_usd: float | None = Field(default=None, ge=0)
+    label: str | None = Field(default=None, max_length=200)
+    budget_usd: USD | None = None
     period: Literal["day", "month", "total"] = "month"
-    max_cost_per_query: float | None = Field(default=None, ge=0)
+    max_cost_per_query: USD | None = None
 
 
 class BudgetSet(BaseModel):
-    scope: str | None = None
-    tenant: str | None = None
-    key_id: str | None = None
-    tier: str | None = None
-    model: str | None = None
-    limit_usd: float = Field(ge=0)
+    model_config = _STRICT
+    scope: str | None = Field(default=None, max_length=400)
+    tenant: str | None = Field(default=None, max_length=128)
+    key_id: str | None = Field(default=None, max_length=64)
+    tier: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=200)
+    limit_usd: USD
     period: Literal["day", "month", "total"] = "month"
     mode: Literal["hard", "soft"] = "hard"
-    soft_pct: float | None = Field(default=None, gt=0, le=100)
-    max_cost_per_query: float | None = Field(default=None, ge=0)
+    soft_pct: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    max_cost_per_query: USD | None = None
     store_prompts: bool | None = None
 
 
+class TenantSettings(BaseModel):
+    model_config = _STRICT
+    store_prompts: bool | None = None
+    max_cost_per_query: USD | None = None
+
+
 class Feedback(BaseModel):
+    model_config = _STRICT
     request_id: str = Field(min_length=1, max_length=128)
-    score: float | None = Field(default=None, ge=0, le=1)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     thumbs: Literal["up", "down"] | None = None
     comment: str | None = Field(default=None, max_length=2000)
+
+
+def _tenant_param(value: str | None, param: str = "tenant") -> str | None:
+    if value is None:
+        return None
+    if not is_tenant(value):
+        raise bad_request(f"Invalid tenant name: {TENANT_RULE}.", param=param, code="invalid_tenant")
+    return value
+
+
+async def _known_tenant(acct: Accountant, tenant: str, param: str = "tenant") -> str:
+    _tenant_param(tenant, param)
+    if not await acct.keys.tenant_exists(tenant):
+        raise not_found(f"No tenant '{tenant}'.", param, code="tenant_not_found")
+    return tenant
+
+
+def _check_scope_names(request: Request, scope: str) -> None:
+    """A budget on a tier or model the config does not know would never match anything: refuse it."""
+    _, _, tier, model = scope_parts(scope)
+    st = getattr(request.app.state, "triage", None)
+    if st is None:
+        return
+    cfg = st.snapshot.config
+    if tier is not None and tier not in cfg.tiers:
+        raise bad_request(f"Unknown tier '{tier}': configured tiers are {', '.join(cfg.tiers)}.", param="tier",
+                          code="unknown_tier")
+    if model is not None and model not in cfg.model_names:
+        raise bad_request(f"Unknown model '{model}': not a model_name in the config.", param="model",
+                          code="unknown_model")
 
 
 @admin_router.post("/admin/keys")
 async def create_key(request: Request) -> Response:
     require_master(request)
     body: KeyCreate = await _body(request, KeyCreate)
+    _tenant_param(body.tenant)
     try:
         plaintext, info = await _accountant(request).keys.create(
             body.tenant, body.label, body.budget_usd, body.period, body.max_cost_per_query)
@@ -123,6 +178,7 @@ async def create_key(request: Request) -> Response:
 @admin_router.get("/admin/keys")
 async def list_keys(request: Request, tenant: str | None = None) -> Response:
     require_master(request)
+    _tenant_param(tenant)
     keys = await _accountant(request).keys.list(tenant)
     return _json({"object": "list", "data": [k.model_dump() for k in keys]})
 
@@ -130,6 +186,9 @@ async def list_keys(request: Request, tenant: str | None = None) -> Response:
 @admin_router.delete("/admin/keys/{key_id}")
 async def revoke_key(request: Request, key_id: str) -> Response:
     require_master(request)
+    if not is_key_id(key_id):
+        raise bad_request("Invalid key id: expected k_ followed by 16 hex digits.", param="key_id",
+                          code="invalid_key_id")
     acct = _accountant(request)
     if not await acct.keys.revoke(key_id):
         raise not_found(f"No key with id '{key_id}'.", "key_id", code="key_not_found")
@@ -144,10 +203,15 @@ async def set_budget(request: Request) -> Response:
     acct = _accountant(request)
     try:
         scope = build_scope(b.scope, b.tenant, b.key_id, b.tier, b.model)
-        pol = await acct.budgets.set(BudgetPolicy(scope=scope, limit_usd=b.limit_usd, period=b.period,
-                                                  mode=b.mode, soft_pct=b.soft_pct))
+        policy = check_policy(BudgetPolicy(scope=scope, limit_usd=b.limit_usd, period=b.period, mode=b.mode,
+                                           soft_pct=b.soft_pct))
     except ValueError as e:
         raise bad_request(str(e), param="scope") from None
+    _check_scope_names(request, scope)
+    try:
+        pol = await acct.budgets.set(policy)
+    except ValueError as e:  # e.g. a key scope naming a key that does not exist
+        raise not_found(str(e), "key_id", code="key_not_found") from None
     out: dict[str, Any] = await acct.budgets.status(pol)
     if b.tenant and not b.tier and not b.model and (b.max_cost_per_query is not None or b.store_prompts is not None):
         out["tenant_settings"] = await acct.keys.set_tenant(
@@ -159,12 +223,18 @@ async def set_budget(request: Request) -> Response:
 @admin_router.get("/admin/budgets")
 async def show_budgets(request: Request, scope: str | None = None) -> Response:
     require_master(request)
+    if scope is not None and not _SCOPE_PREFIX.fullmatch(scope):
+        raise bad_request("Invalid scope filter.", param="scope", code="invalid_scope")
     return _json({"object": "list", "data": await _accountant(request).budgets.show(scope)})
 
 
 @admin_router.delete("/admin/budgets")
 async def delete_budget(request: Request, scope: str) -> Response:
     require_master(request)
+    try:
+        validate_scope(scope)
+    except ValueError as e:
+        raise bad_request(str(e), param="scope", code="invalid_scope") from None
     if not await _accountant(request).budgets.delete(scope):
         raise not_found(f"No budget for scope '{scope}'.", "scope", code="budget_not_found")
     return _json({"scope": scope, "deleted": True})
@@ -173,10 +243,11 @@ async def delete_budget(request: Request, scope: str) -> Response:
 @admin_router.put("/admin/tenants/{tenant}")
 async def set_tenant(request: Request, tenant: str) -> Response:
     require_master(request)
-    body = orjson.loads(await request.body() or b"{}")
+    body: TenantSettings = await _body(request, TenantSettings)
     acct = _accountant(request)
-    out = await acct.keys.set_tenant(tenant, store_prompts=body.get("store_prompts"),
-                                     max_cost_per_query=body.get("max_cost_per_query"))
+    await _known_tenant(acct, tenant)
+    out = await acct.keys.set_tenant(tenant, store_prompts=body.store_prompts,
+                                     max_cost_per_query=body.max_cost_per_query)
     acct.invalidate_auth_cache()
     return _json(out)
 
@@ -186,6 +257,8 @@ async def ledger_report(request: Request, tenant: str | None = None, since: str 
     """tenant omitted: every tenant; by: one or more of reports.DIMENSIONS, comma-separated."""
     require_master(request)
     acct = _accountant(request)
+    if tenant is not None:
+        await _known_tenant(acct, tenant)
     try:
         rows = await reports.report(acct.redis, tenant, since, by)
         measured = await reports.measured_savings(acct.redis, tenant, since)
@@ -204,6 +277,8 @@ async def ledger_export(request: Request, tenant: str | None = None, since: str 
     require_master(request)
     if format not in _MEDIA:
         raise bad_request("format must be jsonl, csv or parquet", param="format")
+    if tenant is not None:
+        await _known_tenant(_accountant(request), tenant)
     try:
         rows = await reports.export_rows(_accountant(request).redis, tenant, since)
     except ValueError as e:
@@ -216,6 +291,8 @@ async def usage(request: Request) -> Response:
     tenant = request.query_params.get("tenant") if p is None else p.tenant
     if not tenant:
         raise bad_request("With the master key, pass ?tenant=NAME.", param="tenant")
+    if p is None:
+        await _known_tenant(_accountant(request), tenant)
     since = request.query_params.get("since", "30d")
     try:
         data = await reports.usage(_accountant(request).redis, tenant, p.key_id if p else None, since)

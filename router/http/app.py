@@ -6,6 +6,7 @@ and response-model machinery costs more per call than the whole decision.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -29,8 +30,8 @@ from router.http.chat import ChatHandler
 from router.http.completions import completions
 from router.http.embeddings import embeddings
 from router.http.responses import responses
-from router.config import VIRTUAL_MODELS, ConfigError, TriageConfig
-from router.http.errors import ProxyError, error_body, forbidden, not_found, unauthorized
+from router.config import VIRTUAL_MODELS, ConfigError, ServerSpec, TriageConfig
+from router.http.errors import ProxyError, bad_request, error_body, forbidden, not_found, too_large, unauthorized
 from router.observe import web as review_web
 from router.state import AppState
 
@@ -43,6 +44,10 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
+_DEFAULT_SERVER = ServerSpec()
+# Routes that take prompts get server.max_body_bytes; every other route server.max_admin_body_bytes.
+MODEL_PATHS = frozenset(f"{p}/{r}" for p in ("/v1", "") for r in
+                        ("chat/completions", "completions", "embeddings", "responses", "messages"))
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 
 
@@ -89,12 +94,68 @@ class RequestId:
                 message["headers"] = headers
             await send(message)
 
-        if self.chat is not None and scope["method"] == "POST" and scope["path"] in CHAT_PATHS and self.chat.state:
+        is_chat = scope["method"] == "POST" and scope["path"] in CHAT_PATHS
+        try:
+            receive = await self._read_body(scope, receive, scope["path"] in MODEL_PATHS)
+        except ProxyError as e:
+            # The body was refused before any handler saw it; close so the unread rest is not parsed
+            # as the next request.
+            e.headers.setdefault("connection", "close")
+            await e.response(rid)(scope, receive, send_with_id)
+            return
+        if self.chat is not None and is_chat and self.chat.state:
             scope["app"] = self.app
             response = await self._chat(Request(scope, receive), rid)
             await response(scope, receive, send_with_id)
             return
         await self.app(scope, receive, send_with_id)
+
+    def _server_spec(self) -> ServerSpec:
+        st = self.chat.state if self.chat is not None else None
+        return st.snapshot.config.server if st is not None else _DEFAULT_SERVER
+
+    async def _read_body(self, scope: dict[str, Any], receive: Any, big: bool) -> Any:
+        """Read the whole body here, for every route, within a size and a time limit; hand the handler a
+        receive that replays it. A huge body is cut off as it arrives (never buffered), and one that is
+        announced but never sent costs a connection for at most ``body_read_timeout_s``."""
+        spec = self._server_spec()
+        limit = spec.max_body_bytes if big else spec.max_admin_body_bytes
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                if not v.isdigit() or len(v) > 18:
+                    raise bad_request("Invalid Content-Length header.", code="invalid_content_length")
+                if int(v) > limit:
+                    raise too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        more = True
+        try:
+            async with asyncio.timeout(spec.body_read_timeout_s):
+                while more:
+                    msg = await receive()
+                    if msg["type"] != "http.request":
+                        return receive  # client went away; the handler sees the disconnect itself
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large(limit)
+                    if chunk:
+                        parts.append(chunk)
+                    more = msg.get("more_body", False)
+        except TimeoutError:
+            raise ProxyError(408, f"The request body did not arrive within {spec.body_read_timeout_s:g} s.",
+                             "invalid_request_error", "request_timeout") from None
+        body = b"".join(parts)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     async def _chat(self, request: Request, rid: str) -> Response:
         try:

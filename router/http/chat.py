@@ -7,6 +7,7 @@ so a budget hold never leaks and a request is never billed twice.
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import time
 from contextlib import aclosing
@@ -77,13 +78,35 @@ def parse_cap(request: Request, raw: dict[str, Any], policy_cap: float | None) -
             asked, param = md["max_cost_usd"], "metadata.max_cost_usd"
     if asked is None:
         return policy_cap
+    if param != "x-triage-max-cost" and (isinstance(asked, bool) or not isinstance(asked, (int, float))):
+        raise bad_request(f"'{param}' must be a JSON number of US dollars.", param=param)
     try:
         val = float(asked)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad_request(f"'{param}' must be a number of US dollars.", param=param) from None
-    if not val > 0:
-        raise bad_request(f"'{param}' must be positive.", param=param)
+    if not (math.isfinite(val) and val > 0):
+        raise bad_request(f"'{param}' must be a positive, finite number of US dollars.", param=param)
     return val if policy_cap is None else min(val, policy_cap)
+
+
+def check_output_cap(asked: int, param: str, models: list[str] | None, snap: Any) -> None:
+    """A concrete model's known output limit is a hard ceiling (OpenAI refuses past it too); for a
+    virtual model, past what every configured model can produce is refused, and a tier's own lower
+    cap is reported in x-triage-max-tokens rather than applied silently."""
+    caps = snap.prices.output_caps
+    if models is None:
+        models = snap.model_ids
+        limits = [caps.get(m) for m in models]
+        if not limits or any(c is None for c in limits):
+            return  # some model's limit is unknown: nothing to refuse on
+        limit = max(c for c in limits if c is not None)
+    else:
+        limit = caps.get(models[0])
+        if limit is None:
+            return
+    if asked > limit:
+        raise bad_request(f"{param} is too large: {asked}. This model supports at most {limit} completion tokens.",
+                          param=param, code="invalid_value")
 
 
 def error_status(e: UpstreamError) -> ProxyError:
@@ -158,6 +181,10 @@ class ChatHandler:
         else:
             raise not_found(f"The model '{model}' does not exist or you do not have access to it.", "model")
 
+        asked = req.max_completion_tokens or req.max_tokens
+        if asked is not None:
+            check_output_cap(asked, "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+                             [concrete] if concrete else None, snap)
         messages = raw["messages"]
         tc = time.perf_counter()
         cls = st.classifier.classify(messages)
@@ -213,6 +240,7 @@ class ChatHandler:
         meta.client_rid = request.scope.get("triage.client_request_id")
         meta.workflow = wf
         meta.lease = LeaseKeeper(st.accountant, adm)
+        meta.asked_tokens = asked
         executor: Any = EXECUTORS[plan.tier]
         if n > 1 and plan.tier not in N_NATIVE:
             executor = MultiChoice(executor, n)
@@ -338,7 +366,7 @@ class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths")
+                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -356,6 +384,7 @@ class _Meta:
         self.workflow = ""
         self.lease: LeaseKeeper | None = None
         self.lengths: dict[str, tuple[int, int]] = {}
+        self.asked_tokens: int | None = None
 
     def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:
@@ -369,6 +398,9 @@ class _Meta:
             "x-triage-complexity": f"{d.complexity:.3f}",
             "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
         }
+        sent = self.plan.max_tokens
+        if self.asked_tokens is not None and sent is not None and sent < self.asked_tokens:
+            h["x-triage-max-tokens"] = f"{sent} (requested {self.asked_tokens}; {self.plan.tier} tier cap)"
         cost = None
         if nusd is not None:
             h.update(cost_headers(nusd))

@@ -7,14 +7,16 @@ the upstream byte-for-byte in meaning.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from router.http.errors import ProxyError, bad_request
 
 
 MAX_N = 8  # choices per request; each is paid for, so the bound is a cost guard too
+MAX_DEPTH = 32  # JSON nesting of any one field; tool schemas and response formats stay far below
+MAX_TOKENS = 1 << 30
 
 
 class Message(BaseModel):
@@ -25,25 +27,49 @@ class Message(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+# JSON types as OpenAI takes them: "yes" is not a boolean and "10" is not a count. Coercing them would
+# run a request the caller did not write (a stream they cannot read, a cap they did not set).
+TOKENS = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS)]
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: StrictStr = Field(min_length=1, max_length=256)
     messages: list[Message] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=MAX_N)
+    max_tokens: TOKENS | None = None
+    max_completion_tokens: TOKENS | None = None
+    n: StrictInt | None = Field(default=None, ge=1, le=MAX_N)
     metadata: dict[str, Any] | None = None
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+
+def _too_deep(v: Any, budget: int) -> bool:
+    stack = [(v, budget)]
+    while stack:
+        x, b = stack.pop()
+        if b < 0:
+            return True
+        if isinstance(x, dict):
+            stack.extend((y, b - 1) for y in x.values() if isinstance(y, (dict, list)))
+        elif isinstance(x, list):
+            stack.extend((y, b - 1) for y in x if isinstance(y, (dict, list)))
+    return False
 
 
 def validate_chat(raw: Any) -> ChatRequest:
     if not isinstance(raw, dict):
         raise bad_request("Request body must be a JSON object.", code="invalid_json")
+    for k, v in raw.items():
+        # Forwarded fields are re-serialized for the upstream; nesting past what any API uses is refused
+        # here rather than failing there (a 502 blamed on the upstream, a traceback per request).
+        if isinstance(v, (dict, list)) and _too_deep(v, MAX_DEPTH - 1):
+            raise bad_request(f"'{k}' is nested more than {MAX_DEPTH} levels deep.", param=str(k),
+                              code="invalid_value")
     try:
         return ChatRequest.model_validate(raw)
     except ValidationError as e:

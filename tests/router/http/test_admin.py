@@ -82,7 +82,8 @@ async def test_keys_budgets_lifecycle(env):
     assert bad.status_code == 400
     assert (await c.delete(f"/admin/keys/{kid}", headers=H(MASTER))).status_code == 200
     assert await acct.authenticate(key) is None
-    assert (await c.delete("/admin/keys/k_nope", headers=H(MASTER))).status_code == 404
+    assert (await c.delete("/admin/keys/k_0123456789abcdef", headers=H(MASTER))).status_code == 404
+    assert (await c.delete("/admin/keys/k_nope", headers=H(MASTER))).status_code == 400  # not a key id at all
 
 
 async def test_tenant_isolation_usage_and_feedback(env):
