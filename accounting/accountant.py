@@ -63,6 +63,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
         state = os.environ.get("TRIAGE_STATE_DIR", ".triage")
         self.spool = Spool(settings.spool_dir or os.path.join(state, "spool"))
         self._recent = RecentSettles(settings.replication_guard_s)
+        self.cold: Any = None  # a cold.ColdLedger when configured: reports and exports read it too
         self._admit = redis.register_script(_lua("admit.lua"))
         self._settle = redis.register_script(_lua("settle.lua"))
         self._release = redis.register_script(_lua("release.lua"))

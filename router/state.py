@@ -57,12 +57,14 @@ class AppState:
         st = cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
                  config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
         a = config.accounting
-        if a.cold_ledger_url and a.cold_compact_every_s > 0:
+        if a.cold_ledger_url:
             from accounting.cold import ColdLedger, compact_forever  # noqa: PLC0415 - optional extra
 
-            # a background task, not spawn(): close() cancels it rather than waiting for it
-            st._compactor = asyncio.get_running_loop().create_task(compact_forever(
-                accountant.redis, ColdLedger(a.cold_ledger_url), a.cold_after_days, a.cold_compact_every_s))
+            accountant.cold = ColdLedger(a.cold_ledger_url)
+            if a.cold_compact_every_s > 0:
+                # a background task, not spawn(): close() cancels it rather than waiting for it
+                st._compactor = asyncio.get_running_loop().create_task(compact_forever(
+                    accountant.redis, accountant.cold, a.cold_after_days, a.cold_compact_every_s))
         return st
 
     def reload(self) -> Snapshot:

@@ -260,7 +260,7 @@ async def ledger_report(request: Request, tenant: str | None = None, since: str 
     if tenant is not None:
         await _known_tenant(acct, tenant)
     try:
-        rows = await reports.report(acct.redis, tenant, since, by)
+        rows = await reports.report(acct.redis, tenant, since, by, cold=acct.cold)
         measured = await reports.measured_savings(acct.redis, tenant, since)
     except ValueError as e:
         raise bad_request(str(e), param="by") from None
@@ -280,7 +280,8 @@ async def ledger_export(request: Request, tenant: str | None = None, since: str 
     if tenant is not None:
         await _known_tenant(_accountant(request), tenant)
     try:
-        rows = await reports.export_rows(_accountant(request).redis, tenant, since)
+        acct = _accountant(request)
+        rows = await reports.export_rows(acct.redis, tenant, since, cold=acct.cold)
     except ValueError as e:
         raise bad_request(str(e), param="since") from None
     return Response(reports.write_export(rows, format), media_type=_MEDIA[format])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import redis as redis_sync
 import yaml
@@ -35,6 +37,15 @@ def test_serve_compacts_on_schedule(tmp_path: Path, redis_url: str, mock_upstrea
         assert r.xlen(rk.ledger("admin")) == 0
         assert list(cold.rglob("tenant=admin/day=*/*.parquet"))
         r.close()
+        # the admin API reads the cold ledger too: every served request, once, with its cost
+        h = {"authorization": f"Bearer {MASTER}"}
+        rows = [json.loads(x) for x in httpx.get(f"{root}/admin/ledger/export", params={"tenant": "admin"},
+                                                  headers=h, timeout=30).text.splitlines() if x.strip()]
+        assert len(rows) == len({x["request_id"] for x in rows}) == moved
+        rep = httpx.get(f"{root}/admin/ledger/report", params={"tenant": "admin", "since": "1d"}, headers=h,
+                        timeout=30).json()
+        assert rep["totals"]["requests"] == moved
+        assert rep["totals"]["cost_nusd"] == sum(x["cost_nusd"] for x in rows) > 0
     finally:
         server.should_exit = True
         thread.join(15)
