@@ -9,7 +9,8 @@ what their config does not do here.
 Tier derivation (no `tiers` section): prices come from `model_info` or
 litellm's bundled price map; the cheapest model(s) serve `fast`, reasoning-capable
 models (`supports_reasoning`) serve `reasoning` cheapest first, and the dearest
-model (price stands in for strength) serves `deliberate` as a 3-agent vote.
+model (price stands in for strength) serves `deliberate` as a 3-agent vote. Models that answer no
+chat (embedding, image, audio modes) are left out of every tier.
 """
 
 from __future__ import annotations
@@ -83,6 +84,19 @@ def absorb(raw: dict[str, Any]) -> list[str]:
     return ignored
 
 
+CHAT_MODES = (None, "chat", "responses", "completion")
+
+
+def chat_capable(entry: dict[str, Any], price_map: dict[str, Any]) -> bool:
+    """Embedding, image, audio and rerank deployments answer no chat: they never serve a tier."""
+    info = entry.get("model_info") or {}
+    lp = entry.get("litellm_params") or {}
+    mode = info.get("mode") if isinstance(info, dict) else None
+    if mode is None:
+        mode = (lookup(price_map, str(lp.get("model", ""))) or {}).get("mode")
+    return mode in CHAT_MODES
+
+
 def _price(entry: dict[str, Any], price_map: dict[str, Any]) -> tuple[float | None, bool]:
     """(input + output $/token or None when unpriced, supports_reasoning)."""
     info = entry.get("model_info") or {}
@@ -105,7 +119,7 @@ def derive_tiers(model_list: list[Any]) -> tuple[dict[str, Any], str]:
     price_map = load_price_map()
     seen: dict[str, tuple[float | None, bool]] = {}
     for e in model_list:
-        if isinstance(e, dict) and isinstance(e.get("model_name"), str):
+        if isinstance(e, dict) and isinstance(e.get("model_name"), str) and chat_capable(e, price_map):
             p, r = _price(e, price_map)
             prev = seen.get(e["model_name"])
             # several deployments of one alias: the dearest is what a call may cost

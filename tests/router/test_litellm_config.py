@@ -76,10 +76,10 @@ def test_tiers_derived_from_litellm_price_map(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"model_list": [
         {"model_name": n, "litellm_params": {"model": f"openai/{n}", "api_key": "sk"}}
-        for n in ("gpt-4o", "gpt-4o-mini", "o3-mini")
+        for n in ("gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small")
     ]}))
     cfg = TriageConfig.load(p)
-    assert cfg.tiers["fast"].models == ["gpt-4o-mini"]
+    assert cfg.tiers["fast"].models == ["gpt-4o-mini"], "an embedding model (cheaper) serves no chat tier"
     assert cfg.tiers["reasoning"].models == ["o3-mini"]
     assert cfg.tiers["deliberate"].models == ["gpt-4o"] * 3
     assert cfg.entries("o3-mini")[0].model_info.supports_reasoning, "called as a native reasoning model"
