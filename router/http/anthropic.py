@@ -17,6 +17,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from accounting.tokens import estimate_prompt_tokens
+from router.http.auth import authenticate
 from router.http.chat import ChatHandler, read_json
 from router.http.errors import ProxyError, bad_request
 from router.http.sse import encode_event
@@ -156,6 +158,21 @@ def _args(text: str) -> Any:
         return orjson.loads(text) if text else {}
     except orjson.JSONDecodeError:
         return {"_raw": text}
+
+
+async def count_tokens(request: Request, chat: ChatHandler) -> Response:
+    """POST /v1/messages/count_tokens (Claude Code asks before long requests): the prompt-token estimate
+    Triage budgets with; authenticated, not billed."""
+    try:
+        await authenticate(request, chat.state)
+        raw = await read_json(request, chat.state.snapshot.config.server.max_body_bytes)
+        if not isinstance(raw, dict):
+            raise bad_request("Request body must be a JSON object.", code="invalid_json")
+        body = to_chat({**raw, "max_tokens": 1})
+    except ProxyError as e:
+        return anthropic_error(e)
+    n = estimate_prompt_tokens(body["messages"], body.get("tools"))
+    return Response(orjson.dumps({"input_tokens": n}), media_type="application/json")
 
 
 async def messages(request: Request, chat: ChatHandler) -> Response:

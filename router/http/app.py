@@ -25,6 +25,7 @@ from starlette.routing import Route
 from accounting.ids import new_request_id
 from router.http.admin import admin_router
 from router.http.auth import authenticate, bearer_token, is_master
+from router.http.anthropic import count_tokens as anthropic_count_tokens
 from router.http.anthropic import messages as anthropic_messages
 from router.http.chat import ChatHandler
 from router.http.completions import completions
@@ -214,6 +215,9 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     async def messages_route(request: Request) -> Response:
         return await anthropic_messages(request, chat)
 
+    async def count_tokens_route(request: Request) -> Response:
+        return await anthropic_count_tokens(request, chat)
+
     async def chat_route(request: Request) -> Response:
         return await chat(request)
 
@@ -260,6 +264,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
         app.router.routes.append(Route(f"{prefix}/completions", completions_route, methods=["POST"]))
         app.router.routes.append(Route(f"{prefix}/responses", responses_route, methods=["POST"]))
         app.router.routes.append(Route(f"{prefix}/messages", messages_route, methods=["POST"]))
+        app.router.routes.append(Route(f"{prefix}/messages/count_tokens", count_tokens_route, methods=["POST"]))
         app.router.routes.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
         app.router.routes.append(Route(prefix + "/models/{model_id:path}", get_model, methods=["GET"]))
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))

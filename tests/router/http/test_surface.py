@@ -226,3 +226,12 @@ def test_anthropic_errors_in_anthropic_shape(proxy: tuple[str, MockServer]) -> N
     r = httpx.post(root + "/v1/messages", headers={"x-api-key": MASTER},
                    json={"model": "triage/fast", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_anthropic_count_tokens(proxy: tuple[str, MockServer]) -> None:
+    root, _ = proxy
+    msgs = [{"role": "user", "content": "How many tokens is this sentence, roughly?"}]
+    n = ant(root).messages.count_tokens(model="triage/auto", messages=msgs)
+    assert 5 < n.input_tokens < 40
+    with pytest.raises(anthropic.AuthenticationError):
+        ant(root, "sk-wrong").messages.count_tokens(model="triage/auto", messages=msgs)
