@@ -301,6 +301,9 @@ class ChatHandler:
                         c = delta.get("content")
                         if c:
                             streamed_text.append(c)
+                        for tc in delta.get("tool_calls") or ():  # forwarded tool calls are billable output too
+                            fn = tc.get("function") or {}
+                            streamed_text.append((fn.get("name") or "") + (fn.get("arguments") or ""))
                     if item.get("usage") is not None and not choices:
                         if not include_usage:
                             continue
