@@ -112,7 +112,8 @@ class Metrics:
 
     def observe_request(self, rec: LedgerRecord) -> None:
         """One settled (or released) request; call after settle, which fills in cost and counterfactual."""
-        key = (rec.tier, rec.model, _status_class(rec.status))
+        st = rec.status
+        key = (rec.tier, rec.model, st if st == "ok" else _status_class(st))
         a = self._req.get(key)
         if a is None:
             a = self._req[key] = _new_req()

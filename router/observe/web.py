@@ -200,8 +200,9 @@ async def requests(request: Request) -> Response:
 async def request_detail(request: Request) -> Response:
     v = await viewer(request)
     rid = request.path_params["request_id"]
-    tenants = None if v.master else [v.tenant]
-    rec = await review.request_detail(_redis(request), rid, tenants)  # type: ignore[arg-type]
+    # the master may name the tenant (the list links do) to skip looking through every tenant
+    tenants = None if v.master and not request.query_params.get("tenant") else await v.tenants(request)
+    rec = await review.request_detail(_redis(request), rid, tenants)
     if rec is None:  # another tenant's id looks exactly like an unknown one
         raise not_found(f"No request '{rid}' for this key.", "request_id", code="request_not_found")
     return _json(rec)

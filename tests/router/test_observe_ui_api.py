@@ -89,6 +89,9 @@ def test_request_detail_has_decision_calls_and_feedback(proxy: Proxy, seeded: Se
     assert d["request_id"] == rid and d["quality"] == pytest.approx(0.9)
     assert d["decision"]["candidates"] and d["calls"]
     assert d["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in d["calls"]), abs=1e-12)
+    assert get(proxy, f"/ui/api/requests/{rid}", proxy.master_key, tenant="acme").json()["request_id"] == rid
+    assert get(proxy, f"/ui/api/requests/{rid}", proxy.master_key).json()["request_id"] == rid
+    assert get(proxy, f"/ui/api/requests/{rid}", proxy.master_key, tenant="globex").status_code == 404
     deliberate = get(proxy, f"/ui/api/requests/{seeded.acme_ids[4]}", seeded.acme_key).json()
     assert deliberate["tier"] == "deliberate" and len(deliberate["calls"]) >= 3
     # filters

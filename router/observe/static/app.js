@@ -289,7 +289,7 @@
   };
 
   PAGES.requests = async (main, rest) => {
-    if (rest[0]) return detail(main, decodeURIComponent(rest[0].split("?")[0]));
+    if (rest[0]) return detail(main, decodeURIComponent(rest[0]), hashParam("tenant", ""));
     const p = new URLSearchParams(location.hash.split("?")[1] || "");
     const f = {}; ["key_id", "tier", "model", "status", "since", "until"].forEach((k) => (f[k] = p.get(k) || ""));
     main.innerHTML = "<h1>Requests</h1>";
@@ -307,11 +307,11 @@
       { label: "Status", html: (r) => statusPill(r.status) }, { key: "prompt_tokens", label: "In", num: true, fmt: num },
       { key: "completion_tokens", label: "Out", num: true, fmt: num }, { key: "calls", label: "Calls", num: true },
       { key: "cost_usd", label: "Cost", num: true, fmt: usd }, { key: "latency_ms", label: "ms", num: true, fmt: (v) => (v == null ? "—" : v.toFixed(0)) }],
-    d.data, { onclick: (r) => (location.hash = "#/requests/" + encodeURIComponent(r.request_id)) }));
+    d.data, { onclick: (r) => (location.hash = "#/requests/" + encodeURIComponent(r.request_id) + (me.role === "master" ? "?tenant=" + encodeURIComponent(r.tenant) : "")) }));
   };
 
-  async function detail(main, rid) {
-    const r = await api("/ui/api/requests/" + encodeURIComponent(rid));
+  async function detail(main, rid, owner) {
+    const r = await api("/ui/api/requests/" + encodeURIComponent(rid) + (owner && me.role === "master" ? "?tenant=" + encodeURIComponent(owner) : q()));
     const dec = r.decision || {};
     main.innerHTML = `<h1><a href="#/requests">Requests</a> / <span class="mono">${esc(r.request_id)}</span></h1>`;
     const g = div(main, "grid2");
