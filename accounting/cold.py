@@ -14,8 +14,9 @@ at any point loses and doubles nothing:
    watermark to ``last`` and clears ``pending``.
 
 A re-run finds ``pending`` and redoes 2-3 for that same range: same names, same rows, so the files
-are overwritten with themselves. Readers skip the pending batch's files (its rows are still in
-the stream), so hot + cold never shows a row twice, nor misses one.
+are overwritten with themselves. Readers take only files at or below the watermark and drop stream
+entries at or below it, reading the stream first and the watermark after, so hot + cold never shows
+a row twice, nor misses one, whenever a compaction commits.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def _need(mod: str) -> Any:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _sid(v: str) -> tuple[int, int]:
+    """A stream id as a comparable (ms, seq)."""
+    ms, _, seq = v.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _schema() -> Any:
@@ -187,9 +194,19 @@ class ColdLedger:
 
     # -- reading --------------------------------------------------------------------------------
 
-    async def _files(self, redis: Any, tenant: str, days: list[str] | None = None) -> list[str]:
-        pending = await redis.hget(rk.ledger_cold(tenant), "pending")
-        skip = self.batch_name(*_s(pending).split("|")) if pending else None
+    async def watermark(self, redis: Any, tenant: str) -> tuple[int, int] | None:
+        """The last stream id committed to the cold ledger (everything up to it is in files, not the stream)."""
+        wm = await redis.hget(rk.ledger_cold(tenant), "wm")
+        return _sid(_s(wm)) if wm else None
+
+    async def _files(self, redis: Any, tenant: str, days: list[str] | None = None,
+                     wm: tuple[int, int] | None | bool = True) -> list[str]:
+        """Committed files only: a batch whose last id is past the watermark is pending (its rows are
+        still in the stream), whether or not ``pending`` names it at the moment we look."""
+        if wm is True:
+            wm = await self.watermark(redis, tenant)
+        if wm is None:
+            return []
 
         def ls() -> list[str]:
             base = f"{self.root}/tenant={tenant}"
@@ -200,7 +217,10 @@ class ColdLedger:
             out = []
             for f in sorted(found):
                 day = f.rsplit("/day=", 1)[1].split("/", 1)[0]
-                if f.endswith(".parquet") and os.path.basename(f) != skip and (days is None or day in days):
+                name = os.path.basename(f)
+                if not name.endswith(".parquet") or "_" not in name or (days is not None and day not in days):
+                    continue
+                if _sid(name[:-len(".parquet")].split("_", 1)[1]) <= wm:
                     out.append(f)
             return out
 
@@ -219,9 +239,11 @@ class ColdLedger:
         finally:
             con.close()
 
-    async def records(self, redis: Any, tenant: str, since_ts: float | None = None) -> list[tuple[dict[str, Any], Any]]:
-        """(record, stored quality in millionths or None) of every cold entry since ``since_ts``, oldest first."""
-        files = await self._files(redis, tenant)
+    async def records(self, redis: Any, tenant: str, since_ts: float | None = None,
+                      wm: tuple[int, int] | None | bool = True) -> list[tuple[dict[str, Any], Any]]:
+        """(record, stored quality in millionths or None) of every cold entry since ``since_ts``, oldest
+        first, up to the watermark ``wm`` (default: read now)."""
+        files = await self._files(redis, tenant, wm=wm)
         if not files:
             return []
         # by stream id (settle time), as the hot side filters, so a row is in or out on both sides alike

@@ -197,15 +197,9 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
     min_id = f"{int(start.timestamp() * 1000)}-0" if start else "-"
     out: list[dict[str, Any]] = []
     for t in [tenant] if tenant else await tenants(redis):
-        if cold is not None:
-            recs_c = await cold.records(redis, t, start.timestamp() if start else None)
-            async with redis.pipeline(transaction=False) as p:
-                for r, _ in recs_c:
-                    p.hmget(rk.request(t, r["request_id"]), "q", "comment")
-                live = await p.execute()
-            for (r, stored), (q, comment) in zip(recs_c, live):
-                # feedback given after compaction is in the request index while it lives
-                out.append(_flatten(r, q, comment) if q is not None else _flatten(r, *stored))
+        # The stream first, the cold watermark after: an entry compacted meanwhile is then either in
+        # our stream pages or at/below the watermark (or both: its stream copy is dropped), never neither.
+        hot: list[tuple[tuple[int, int], dict[str, Any]]] = []
         cursor = min_id
         while True:
             entries = await redis.xrange(rk.ledger(t), min=cursor, max="+", count=batch)
@@ -216,12 +210,24 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
                 for r in recs:
                     p.hmget(rk.request(t, r["request_id"]), "q", "comment")
                 qs = await p.execute()
-            for r, (q, comment) in zip(recs, qs):
-                out.append(_flatten(r, q, comment))
+            for (sid, _), r, (q, comment) in zip(entries, recs, qs):
+                ms, _, seq = _s(sid).partition("-")
+                hot.append(((int(ms), int(seq or 0)), _flatten(r, q, comment)))
             last = _s(entries[-1][0])
             cursor = "(" + last
             if len(entries) < batch:
                 break
+        wm = await cold.watermark(redis, t) if cold is not None else None
+        if wm is not None:
+            recs_c = await cold.records(redis, t, start.timestamp() if start else None, wm=wm)
+            async with redis.pipeline(transaction=False) as p:
+                for r, _ in recs_c:
+                    p.hmget(rk.request(t, r["request_id"]), "q", "comment")
+                live = await p.execute()
+            for (r, stored), (q, comment) in zip(recs_c, live):
+                # feedback given after compaction is in the request index while it lives
+                out.append(_flatten(r, q, comment) if q is not None else _flatten(r, *stored))
+        out += [row for sid, row in hot if wm is None or sid > wm]
     return out
 
 

@@ -183,3 +183,22 @@ async def test_object_store_path(acct):
     for k in [k async for k in acct.redis.scan_iter(match="triage:{*}:rollup:*")]:
         await acct.redis.delete(k)
     assert await _views(acct, cold) == before
+
+
+async def test_export_while_a_compaction_commits(acct, tmp_path):
+    """A batch committed after the export read the stream but before it read the cold side: the
+    export still has every row once (stream copies at/below the watermark are dropped)."""
+    await _seed(acct, n=8)
+    before = sorted(r["request_id"] for r in await reports.export_rows(acct.redis, "acme"))
+    root = str(tmp_path / "cold")
+    reader = ColdLedger(root)
+    real = reader.watermark
+
+    async def commit_then_read(redis, tenant):
+        await ColdLedger(root).compact_tenant(redis, tenant, 1, batch=3, now=time.time() + 86400)
+        return await real(redis, tenant)
+
+    reader.watermark = commit_then_read  # type: ignore[method-assign]
+    rows = await reports.export_rows(acct.redis, "acme", cold=reader)
+    assert await acct.redis.xlen(rk.ledger("acme")) == 0  # it did move everything mid-export
+    assert sorted(r["request_id"] for r in rows) == before
