@@ -40,7 +40,7 @@ from accounting.tokens import estimate_prompt_tokens
 from router.http.errors import ProxyError, budget_exceeded
 from router.tiers import cost
 from router.tiers.base import ExecContext, Plan, TierConfig
-from router.tiers.fast import base_body, chunk_base, remaining, usage_chunk, usage_totals
+from router.tiers.fast import base_body, chunk_base, message_chunks, remaining, usage_chunk, usage_totals
 from router.tiers.table import Knobs, RateInfo, TierTable, clamp_effort, effort_setup
 from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, agent_variation,
                                 agreement, answer_key, answers_block, message_key, message_text, tally)
@@ -310,24 +310,6 @@ class _Run:
         return {"strategy": p.strategy, "agents": len(p.models), "rounds_planned": p.rounds,
                 "rounds_run": self.rounds_run, "stopped_early": self.stopped_early,
                 "agreement_by_round": self.agreement, "entries": self.ctx.transcript}
-
-
-def message_chunks(base: dict[str, Any], message: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
-    """A finished message as stream chunks: role, content, each tool call whole (with its index), finish."""
-    def chunk(delta: dict[str, Any], fin: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
-
-    calls = message.get("tool_calls") or []
-    content = message.get("content")
-    out = [chunk({"role": "assistant", "content": None if calls and not content else ""})]
-    if isinstance(content, str) and content:
-        out.append(chunk({"content": content}))
-    for i, c in enumerate(calls):
-        fn = c.get("function") or {}
-        out.append(chunk({"tool_calls": [{"index": i, "id": c.get("id"), "type": c.get("type", "function"),
-                                          "function": {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}}]}))
-    out.append(chunk({}, finish or ("tool_calls" if calls else "stop")))
-    return out
 
 
 class DeliberateTier:

@@ -54,6 +54,24 @@ def chunk_base(ctx: ExecContext, template: dict[str, Any] | None, model: str | N
     }
 
 
+def message_chunks(base: dict[str, Any], message: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
+    """A finished message as stream chunks: role, content, each tool call whole (with its index), finish."""
+    def chunk(delta: dict[str, Any], fin: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+
+    calls = message.get("tool_calls") or []
+    content = message.get("content")
+    out = [chunk({"role": "assistant", "content": None if calls and not content else ""})]
+    if isinstance(content, str) and content:
+        out.append(chunk({"content": content}))
+    for i, c in enumerate(calls):
+        fn = c.get("function") or {}
+        out.append(chunk({"tool_calls": [{"index": i, "id": c.get("id"), "type": c.get("type", "function"),
+                                          "function": {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}}]}))
+    out.append(chunk({}, finish or ("tool_calls" if calls else "stop")))
+    return out
+
+
 def usage_chunk(ctx: ExecContext, template: dict[str, Any] | None, model: str | None) -> dict[str, Any]:
     return {**chunk_base(ctx, template, model), "choices": [], "usage": usage_totals(ctx)}
 

@@ -277,3 +277,23 @@ def test_n2_costs_and_holds_scale_with_n(proxy: tuple[str, MockServer], redis_se
         client.chat.completions.create(model="triage/deliberate", messages=msgs, n=2,
                                        extra_headers={"x-triage-max-cost": "0.0000001"})
     assert mock.state.total == before, "refused at admission: no upstream call"
+
+
+def test_tool_call_votes_compare_name_and_canonical_arguments() -> None:
+    from router.tiers.votes import message_key, tally
+
+    def msg(*calls: tuple[str, str]) -> dict[str, Any]:
+        return {"role": "assistant", "content": None,
+                "tool_calls": [{"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                               for i, (n, a) in enumerate(calls)]}
+
+    a = msg(("get_weather", '{"city": "Paris", "unit": "c"}'))
+    b = msg(("get_weather", '{"unit":"c","city":"Paris"}'))          # same call: key order and spacing differ
+    c = msg(("get_weather", '{"city": "Lyon", "unit": "c"}'))
+    d = msg(("get_time", '{"tz": "CET"}'), ("get_weather", '{"city":"Paris","unit":"c"}'))
+    e = msg(("get_weather", '{"city":"Paris","unit":"c"}'), ("get_time", '{"tz":"CET"}'))  # parallel set, other order
+    assert message_key(a) == message_key(b) != message_key(c)
+    assert message_key(d) == message_key(e) != message_key(a)
+    assert message_key({"role": "assistant", "content": "Answer: 4"}) != message_key(a)
+    keys = [message_key(m) for m in (c, a, b)]
+    assert tally(["", "", ""], keys) == (1, 2), "the call two agents agree on wins"
