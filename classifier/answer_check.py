@@ -22,6 +22,7 @@ docs/cascade.md), chosen from what the cascade literature
       + 1.5 * refusal + 0.6 * min(hedges, 3)
       + 2.0 * min(-mean_logprob, 2.5) + 0.12 * min(-min_logprob, 10)   # when logprobs given
       + 1.5 * min(-answer_logprob, 4)          # tokens given: the tokens spelling the answer
+      + 3.0 * (1 - tests_passed)               # code run on the prompt's asserts (offline runner only)
       + 0.15 * ln(1 + answer_words)            # longer answers ~ harder questions
     escalate = 1 / (1 + exp(-z))
 
@@ -35,9 +36,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from classifier.answer_code import analyse_code, code_similarity, looks_like_code_request, required_functions
+from classifier.answer_code import (analyse_code, code_similarity, definitions_only, looks_like_code_request,
+                                   probes, required_functions, runnable_code)
 from classifier.answer_extract import (
     canonical_json, clip, content_tokens, extract_choice, extract_final, extract_json, json_similarity,
     mcq_options, normalize_text, same_final, schema_errors, to_number, token_f1, trim_continuation,
@@ -49,6 +51,9 @@ BIAS = {"mcq": -2.0, "numeric": -2.6, "code": -2.0, "json": -2.4, "tool": -2.4, 
 DISAGREE = {"mcq": 3.2, "numeric": 3.8, "code": 2.6, "json": 2.6, "tool": 3.0, "text": 2.6}
 W_NO_PAYLOAD, W_INVALID, W_REFUSAL, W_HEDGE = 2.0, 2.5, 1.5, 0.6
 W_MEAN_LP, W_MIN_LP, W_ANSWER_LP, W_LEN = 2.0, 0.12, 1.5, 0.15
+W_TESTS = 3.0               # share of the prompt's own tests the cheap code fails (only with a runner)
+# A runner executes code on probe calls: (code, probes) -> one {"out", "ok"} per probe, or None.
+Runner = Callable[[str, list[dict[str, str]]], "list[dict[str, Any]] | None"]
 LONG_TEXT_WORDS = 60        # beyond this, free-text answers legitimately differ
 
 _HEDGE = re.compile(
@@ -137,8 +142,8 @@ def _mathy(prompt: str) -> bool:
                           r"total|sum|product|average|remainder|probability|evaluate|simplify", p))
 
 
-def _compare(kind: str, prompt: str, answers: Sequence[Any], response_format: Any, tools: Any
-             ) -> tuple[bool, list[float | None], bool, dict[str, Any]]:
+def _compare(kind: str, prompt: str, answers: Sequence[Any], response_format: Any, tools: Any,
+             run_code: Runner | None = None) -> tuple[bool, list[float | None], bool, dict[str, Any]]:
     """(payload found in the cheap answer, similarity to each other answer (None = unknown),
     structurally valid, extra signals)."""
     texts = [trim_continuation(answer_text(a)) for a in answers]
@@ -162,7 +167,19 @@ def _compare(kind: str, prompt: str, answers: Sequence[Any], response_format: An
         c0 = infos[0]
         missing = bool(keep) and c0.parses and not (keep & set(c0.defined))
         extra.update(parses=c0.parses, missing_function=missing)
-        sims = [None if not i.found else code_similarity(c0, i) for i in infos[1:]]
+        sims: list[float | None] = [None if not i.found else code_similarity(c0, i) for i in infos[1:]]
+        calls = probes(prompt) if run_code is not None and c0.parses else []
+        if calls:
+            runs = [_run(run_code, t, prompt, calls) if i.parses else None for t, i in zip(texts, infos)]
+            r0 = runs[0]
+            if r0 is not None:
+                tested = [r["ok"] for r in r0 if r.get("ok") is not None]
+                if tested:
+                    extra["tests_passed"] = round(sum(bool(x) for x in tested) / len(tested), 4)
+                extra["ran"] = True
+                # the same outputs on the prompt's inputs = the same program, as far as the prompt can tell
+                sims = [s if r is None else sum(a.get("out") == b.get("out") for a, b in zip(r0, r)) / len(r0)
+                        for s, r in zip(sims, runs[1:])]
         return c0.found, sims, c0.parses and not missing, extra
     if kind == "json":
         need, schema = _schema(response_format)
@@ -196,6 +213,17 @@ def _compare(kind: str, prompt: str, answers: Sequence[Any], response_format: An
         contained = len(small & big) / len(small)
         sims.append(max(f1, contained if len(small) <= 6 else f1))
     return bool(texts[0].strip()), sims, True, extra
+
+
+def _run(run_code: Runner, text: str, prompt: str, calls: list[dict[str, str]]) -> list[dict[str, Any]] | None:
+    code, tree = runnable_code(text, prompt)
+    if code is None or tree is None:
+        return None
+    try:
+        res = run_code(definitions_only(tree), calls)
+    except Exception:  # noqa: BLE001 - a runner failure only means no execution signal
+        return None
+    return res if isinstance(res, list) and len(res) == len(calls) else None
 
 
 def _tool_validity(calls: list[Mapping[str, Any]], tools: Any) -> tuple[bool, list[tuple[str, Any]]]:
@@ -268,13 +296,17 @@ def _span_logprob(tokens: list[str], values: list[float], payload: str | None) -
 
 
 def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
-          logprobs: Sequence[Any] | None = None, *, response_format: Any = None, tools: Any = None) -> CheckResult:
-    """Score the first answer; see the module docstring for the formula."""
+          logprobs: Sequence[Any] | None = None, *, response_format: Any = None, tools: Any = None,
+          run_code: Runner | None = None) -> CheckResult:
+    """Score the first answer; see the module docstring for the formula.
+
+    `run_code` (optional, offline): executes code answers on calls derived from the prompt
+    (classifier/training/code_runner.py); this module itself never runs anything."""
     if not answers:
         raise ValueError("answers must hold at least the cheap answer")
     prompt = clip(request if isinstance(request, str) else last_user_text(request))
     kind = detect_kind(prompt, answers, response_format, tools)
-    found, sims, valid, extra = _compare(kind, prompt, answers, response_format, tools)
+    found, sims, valid, extra = _compare(kind, prompt, answers, response_format, tools, run_code)
     text0 = clip(answer_text(answers[0]))
     known = [s for s in sims if s is not None]
     agreement = sum(known) / len(known) if known else None
@@ -301,6 +333,8 @@ def check(request: str | Sequence[Mapping[str, Any]], answers: Sequence[Any],
         z += W_MEAN_LP * min(-mean_lp, 2.5) + W_MIN_LP * min(-(min_lp or 0.0), 10.0)
     if answer_lp is not None:
         z += W_ANSWER_LP * min(-answer_lp, 4.0)
+    if extra.get("tests_passed") is not None:
+        z += W_TESTS * (1.0 - extra["tests_passed"])
     z += W_LEN * math.log1p(words)
     escalate = 1.0 / (1.0 + math.exp(-z))
     signals: dict[str, Any] = {

@@ -43,6 +43,35 @@ def required_functions(prompt: str) -> set[str]:
     return {n for n in names if n not in _BUILTINS and n not in {"isclose", "math"}}
 
 
+def probes(prompt: str, limit: int = 12) -> list[dict[str, str]]:
+    """Calls to run an answer on, derived from the prompt: `assert f(x) == y` lines give the
+    call and the test; doctest `>>> f(x)` lines give the call and the expected repr."""
+    out: list[dict[str, str]] = []
+    lines = clip(prompt).splitlines()
+    for i, line in enumerate(lines):
+        t = line.strip()
+        if t.startswith("assert "):
+            try:
+                node = ast.parse(t).body[0]
+            except (SyntaxError, ValueError, IndexError, RecursionError):
+                continue
+            if not isinstance(node, ast.Assert):
+                continue
+            calls = [n for n in ast.walk(node.test) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                     and n.func.id not in _BUILTINS]
+            if calls:
+                out.append({"call": ast.unparse(calls[0]), "test": ast.unparse(node.test)})
+        elif t.startswith(">>> ") and _DOCTEST.match(t):
+            nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            probe = {"call": t[4:].strip()}
+            if nxt and not nxt.startswith(">>>"):
+                probe["expect_repr"] = nxt
+            out.append(probe)
+        if len(out) >= limit:
+            break
+    return out
+
+
 def looks_like_code_request(prompt: str) -> bool:
     p = clip(prompt).lower()
     return bool(
@@ -157,16 +186,37 @@ def _completion(prompt: str, answer: str) -> str | None:
     return head.rstrip() + "\n" + answer
 
 
-def analyse_code(answer: str, keep: set[str], prompt: str = "") -> CodeInfo:
+def runnable_code(answer: str, prompt: str = "") -> tuple[str | None, ast.Module | None]:
+    """(the answer's code, its tree or None when it does not parse); HumanEval-style bodies are
+    joined to the prompt's `def`."""
     code = extract_code(answer)
     if code is None:
         code = _completion(prompt, clip(answer))
         if code is None:
-            return CodeInfo(found=False)
-    tree = _parse(code)
+            return None, None
+    tree, code = _parse_source(code)
     if tree is None and prompt:
         comp = _completion(prompt, code)
-        tree = _parse(comp) if comp else None
+        if comp:
+            tree, comp = _parse_source(comp)
+            if tree is not None:
+                code = comp
+    return code, tree
+
+
+def definitions_only(tree: ast.Module) -> str:
+    """The module without its demo code (prints, asserts, main guards), ready to import and probe."""
+    body = [st for st in tree.body if not _is_demo(st)]
+    try:
+        return ast.unparse(ast.Module(body=body, type_ignores=[]))
+    except (ValueError, RecursionError):
+        return ""
+
+
+def analyse_code(answer: str, keep: set[str], prompt: str = "") -> CodeInfo:
+    code, tree = runnable_code(answer, prompt)
+    if code is None:
+        return CodeInfo(found=False)
     if tree is None:
         return CodeInfo(found=True, parses=False)
     defined = {n.name: len(n.args.args) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -180,14 +230,19 @@ def analyse_code(answer: str, keep: set[str], prompt: str = "") -> CodeInfo:
     return CodeInfo(found=True, parses=True, canon=canon, shape=shape, defined=defined)
 
 
-def _parse(code: str) -> ast.Module | None:
+def _parse_source(code: str) -> tuple[ast.Module | None, str]:
+    """(tree, the source that parsed): the code as given, else dedented."""
     import textwrap
     for c in (code, textwrap.dedent(code)):
         try:
-            return ast.parse(c)
+            return ast.parse(c), c
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
-    return None
+    return None, code
+
+
+def _parse(code: str) -> ast.Module | None:
+    return _parse_source(code)[0]
 
 
 def code_similarity(x: CodeInfo, y: CodeInfo) -> float:

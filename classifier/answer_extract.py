@@ -48,6 +48,8 @@ _ANS_MARKERS = re.compile(
 _LEADING = re.compile(r"^\s*[\*\(\[\"']*\s*([A-J])\s*(?:[\.\):\]\*]|$|\n)")
 _TRAILING = re.compile(r"(?:^|[\s:,\*\(])([A-J])[\.\)\*\s]*$")
 _PAREN = re.compile(r"\(([A-J])\)")
+# "it's B", "is (C)", "go with D": a weaker commitment, tried after the explicit markers.
+_SOFT = re.compile(r"(?:\b(?:is|it's|go with|choose|pick|select)\s+)\(?([A-J])\)?(?=[\s\.,;:!)]|$)")
 _BOXED_LETTER = re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-J])\)?")
 
 
@@ -88,7 +90,8 @@ def extract_choice(answer: str, options: dict[str, str]) -> str | None:
     parens = [p for p in _PAREN.findall(a) if p in valid]
     if parens:
         return parens[-1]
-    return None
+    soft = [p for p in _SOFT.findall(a[:2000]) if p in valid]
+    return soft[0] if soft else None
 
 
 # ---------------------------------------------------------------- numbers

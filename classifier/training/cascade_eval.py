@@ -12,7 +12,7 @@ Without ``--input`` it scores synthetic cases from `cascade_synth` (MCQ, math, c
 free text). Synthetic numbers show the harness and the check behave; they are not a
 measurement of real traffic.
 
-    python -m classifier.training.cascade_eval [--input ROWS.jsonl] [--n 2000] [--seed 0]
+    python -m classifier.training.cascade_eval [--input ROWS.jsonl] [--n 2000] [--seed 0] [--run-code]
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ def check_no_logprobs(row: Mapping[str, Any]) -> float:
 
 
 _FIRST_LETTER = re.compile(r"\b([A-J])\b")
+
+
+def check_run_code(row: Mapping[str, Any]) -> float:
+    from classifier.training.code_runner import run_code
+
+    req = row.get("messages") if isinstance(row.get("messages"), list) else row.get("prompt", "")
+    return check(req, row["answers"], row.get("logprobs"), response_format=row.get("response_format"),
+                 tools=row.get("tools"), run_code=run_code).escalate
 
 
 def naive_scorer(row: Mapping[str, Any]) -> float:
@@ -132,13 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--input", help="labelled JSONL (default: synthetic cases)")
     ap.add_argument("--n", type=int, default=2000, help="synthetic cases")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-code", action="store_true", help="add the check with code execution (runs answers)")
     args = ap.parse_args(argv)
     if args.input:
         rows = list(read_rows(args.input))
     else:
         from classifier.training.cascade_synth import synthetic_cases
         rows = synthetic_cases(args.n, seed=args.seed)
-    print(format_report(evaluate(rows)))
+    scorers = dict(SCORERS)
+    if args.run_code:
+        scorers = {"check": check_scorer, "check_run_code": check_run_code, **scorers}
+    print(format_report(evaluate(rows, scorers)))
     return 0
 
 

@@ -54,11 +54,17 @@ def score_cmd(
     input: Path = typer.Option(..., "--input", "-i", help="JSONL: prompt|messages, answers, [logprobs] ('-' = stdin)."),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL out ('-' = stdout)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad line (exit 2) instead of skipping it."),
+    run_code: bool = typer.Option(False, "--run-code", help="EXECUTES code answers (locked-down child process) on "
+                                  "calls from the prompt's asserts/doctests and compares outputs. Off by default."),
 ) -> None:
     """Add `escalate` (higher = escalate), `kind` and `signals` to every line."""
     import orjson
 
     from classifier.answer_check import check
+
+    runner = None
+    if run_code:
+        from classifier.training.code_runner import run_code as runner
 
     if str(input) != "-" and not input.is_file():
         typer.echo(f"error: --input {input}: no such file", err=True)
@@ -84,8 +90,8 @@ def score_cmd(
             if why is None:
                 req = row["messages"] if isinstance(row.get("messages"), list) else row["prompt"]
                 try:
-                    res = check(req, row["answers"], row.get("logprobs"),
-                                response_format=row.get("response_format"), tools=row.get("tools"))
+                    res = check(req, row["answers"], row.get("logprobs"), response_format=row.get("response_format"),
+                                tools=row.get("tools"), run_code=runner)
                 except (ValueError, TypeError, RecursionError) as exc:
                     why = f"cannot score ({exc})"
             if why is not None:
@@ -115,11 +121,14 @@ def eval_cmd(
                                          help="Labelled JSONL (answers + labels {cheap, strong}); default synthetic."),
     n: int = typer.Option(2000, "--n", help="Synthetic cases when no --input."),
     seed: int = typer.Option(0, "--seed"),
+    run_code: bool = typer.Option(False, "--run-code", help="Also score with code execution (see `score --run-code`)."),
 ) -> None:
     """APGR / AUROC of the check against naive, length, random and oracle, per answer kind."""
     from classifier.training.cascade_eval import main
 
     argv = ["--input", str(input)] if input else ["--n", str(n), "--seed", str(seed)]
+    if run_code:
+        argv.append("--run-code")
     try:
         main(argv)
     except (OSError, ValueError) as e:

@@ -219,3 +219,11 @@ def test_answer_token_logprob_from_openai_entries():
     assert sure.signals["answer_logprob"] == -0.02 and unsure.signals["answer_logprob"] == -1.5
     assert unsure.escalate - sure.escalate > 0.3
     assert "low_logprob" in reasons(unsure, 0.5)
+
+
+@pytest.mark.parametrize("answer,letter", [
+    ("I think it's B because 4 is right.", "B"), ("The correct answer is: B) 4", "B"), ("**Answer:** (C) 2", "C"),
+    ("I would go with C.", "C"), ("It is A good question; the degree is 4.", "B"),
+])
+def test_softer_commitments(answer, letter):
+    assert extract_choice(answer, mcq_options(MCQ)) == letter

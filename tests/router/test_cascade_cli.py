@@ -92,3 +92,16 @@ def test_eval_synthetic(tmp_path):
     bad.write_text(json.dumps({"prompt": "q", "answers": ["a"]}) + "\n")
     res = runner.invoke(_app(), ["cascade", "eval", "--input", str(bad)])
     assert res.exit_code == 2 and "labels" in res.output
+
+
+def test_score_run_code_is_opt_in(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    prompt = "Write a function to add.\nassert add(1, 2) == 3"
+    inp.write_text(json.dumps({"prompt": prompt, "answers": ["def add(a, b):\n    return a - b",
+                                                              "def add(a, b):\n    return a + b"]}) + "\n")
+    res = runner.invoke(_app(), ["cascade", "score", "-i", str(inp), "-o", str(out)])
+    assert res.exit_code == 0
+    assert "tests_passed" not in json.loads(out.read_text())["signals"]
+    res = runner.invoke(_app(), ["cascade", "score", "-i", str(inp), "-o", str(out), "--run-code"])
+    assert res.exit_code == 0
+    assert json.loads(out.read_text())["signals"]["tests_passed"] == 0.0
