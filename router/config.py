@@ -244,7 +244,7 @@ class TriageConfig(BaseModel):
             if problem:
                 raise ValueError(f"tiers.{tier}.{problem}")
         for src, dsts in self.fallbacks.items():
-            for d in [src, *dsts]:
+            for d in ([] if src == "*" else [src]) + list(dsts):  # "*": LiteLLM's default fallbacks
                 if d not in names:
                     raise ValueError(f"fallbacks: '{d}' is not a model_name in model_list")
         for spec in self.tiers.values():
@@ -257,6 +257,7 @@ class TriageConfig(BaseModel):
         out = list(dict.fromkeys(models))
         for m in list(out):
             out.extend(f for f in self.fallbacks.get(m, ()) if f not in out)
+        out.extend(f for f in self.fallbacks.get("*", ()) if f not in out)
         return out
 
     def entries(self, name: str) -> list[ModelEntry]:

@@ -60,6 +60,9 @@ def absorb(raw: dict[str, Any]) -> list[str]:
         used.add(("general_settings", "master_key"))
     fb: dict[str, list[str]] = {}
     for name, section in (("litellm_settings", ls), ("router_settings", rs)):
+        if section.get("default_fallbacks"):
+            fb["*"] = list(dict.fromkeys([*fb.get("*", []), *section["default_fallbacks"]]))
+            used.add((name, "default_fallbacks"))
         if "fallbacks" in section:
             for k, v in _fallbacks(section["fallbacks"]).items():
                 fb[k] = list(dict.fromkeys([*fb.get(k, []), *v]))

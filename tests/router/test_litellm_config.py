@@ -70,6 +70,15 @@ def test_pure_litellm_config_derives_tiers_and_maps_settings(tmp_path: Path, mon
     for k in ("master_key", "num_retries", "fallbacks", "drop_params", "timeout"):
         assert k not in msg, f"{k} is mapped, not ignored"
     assert "sk-litellm-master" not in caplog.text
+    wild = TriageConfig.load(_write(tmp_path, PURE.replace('fallbacks: [{"strong": ["thinker"]}]',
+                                                            'fallbacks: [{"strong": ["thinker"]}]\n  default_fallbacks: [cheap]')))
+    assert wild.chain(["strong"]) == ["strong", "thinker", "cheap"] and wild.chain(["cheap-b"]) == ["cheap-b", "cheap"]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "other.yaml"
+    p.write_text(text)
+    return p
 
 
 def test_tiers_derived_from_litellm_price_map(tmp_path: Path) -> None:
