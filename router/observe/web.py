@@ -162,7 +162,14 @@ async def budgets(request: Request) -> Response:
     v = await viewer(request)
     tenants = await v.tenants(request)
     r = _redis(request)
-    out = [await review.burn_down(r, b) for b in await _budgets(request, v, tenants)]
+    keys = {k.key_id: k for k in await request.app.state.accountant.keys.list(None if v.master else v.tenant)}
+    out = []
+    for b in await _budgets(request, v, tenants):
+        row = await review.burn_down(r, b)
+        k = keys.get(b["scope"].split(":")[1]) if b["scope"].startswith("key:") else None
+        if k is not None:  # a key id means little to a person: say whose key it is
+            row["key_tenant"], row["key_label"] = k.tenant, k.label
+        out.append(row)
     return _json({"object": "list", "data": out})
 
 

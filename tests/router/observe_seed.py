@@ -38,6 +38,9 @@ def seed(proxy: Proxy) -> Seeded:
                                                       "soft_pct": 80}).status_code == 200
     assert proxy.admin("PUT", "/admin/budgets", json={"tenant": "globex", "limit_usd": 2, "period": "day"}).status_code == 200
     assert proxy.admin("PUT", "/admin/budgets", json={"key_id": acme_id, "limit_usd": 1, "period": "total"}).status_code == 200
+    # small enough that, early in a month, the rate so far runs it out before the month ends
+    assert proxy.admin("PUT", "/admin/budgets", json={"tenant": "acme", "tier": "deliberate", "limit_usd": 0.02,
+                                                      "period": "month", "mode": "soft"}).status_code == 200
     ids: dict[str, list[str]] = {"acme": [], "globex": []}
     for key, tenant in ((acme, "acme"), (globex, "globex")):
         c = proxy.client(key)

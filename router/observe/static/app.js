@@ -231,6 +231,7 @@
       const pr = b.projection;
       const c = card(g, b.scope);
       c.setAttribute("data-scope", b.scope);
+      if (b.key_tenant) c.querySelector("h2").innerHTML += ` <span class="muted small">${esc(b.key_tenant)}${b.key_label ? " · " + esc(b.key_label) : ""}</span>`;
       const state = b.spent_usd >= b.limit_usd ? '<span class="pill bad">exhausted</span>' :
         pr.exhausts_early ? `<span class="pill warn">runs out ${esc(pr.run_out_at.replace("T", " ").slice(0, 16))} UTC</span>` :
           '<span class="pill ok">on track</span>';
