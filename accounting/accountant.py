@@ -22,10 +22,12 @@ from redis.exceptions import RedisError
 from . import redis_keys as rk
 from .breaker import CircuitBreaker
 from .budgets import BudgetStore
+from .evaluations import EvaluationMixin
+from .feedback import FeedbackMixin
 from .keys import KeyStore
 from .models import (
-    Admission,
     AccountingUnavailable,
+    Admission,
     BudgetExceeded,
     LedgerRecord,
     PlanEstimate,
@@ -37,8 +39,6 @@ from .models import (
 )
 from .prices import PriceBook
 from .redis_client import close_client, make_client
-from .evaluations import EvaluationMixin
-from .feedback import FeedbackMixin
 from .settings import AccountingSettings, complexity_bucket
 from .settings import as_str as _s
 from .settings import clean as _clean

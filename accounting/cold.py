@@ -270,7 +270,7 @@ class ColdLedger:
              qcost) in await asyncio.to_thread(self._query, files, sql):
             h = out.setdefault(day, {})
             if kind == "refusal":
-                metrics = (("ref", n), ("refest", refest))
+                metrics: tuple[tuple[str, Any], ...] = (("ref", n), ("refest", refest))
             else:
                 metrics = (("n", n), ("cost", cost), ("cf", cf), ("pt", pt), ("cached", cached), ("ct", ct),
                            ("rt", rt), ("cfe", cfe), ("bf", bf))

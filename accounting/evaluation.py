@@ -35,7 +35,7 @@ async def eval_rows(redis: Redis, tenant: str | None, since: str | None = None) 
     for t in [tenant] if tenant else await tenants(redis):
         cursor = min_id
         while True:
-            entries = await redis.xrange(rk.evals(t), min=cursor, max="+", count=1000)
+            entries: Any = await redis.xrange(rk.evals(t), min=cursor, max="+", count=1000)
             for _, f in entries:
                 out.append(orjson.loads(f.get(b"d") or f.get("d")))
             if len(entries) < 1000:

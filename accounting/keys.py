@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import redis_keys as rk
-from .names import check_tenant, check_usd
 from .models import BudgetPolicy, KeyInfo, Principal, from_nusd, to_nusd
+from .names import check_tenant, check_usd
 
 KEY_PREFIX = "sk-triage-"
 
@@ -102,7 +102,7 @@ class KeyStore:
         return _info(h) if h else None
 
     async def list(self, tenant: str | None = None) -> list[KeyInfo]:
-        kids = sorted(_s(k) for k in await self.r.smembers(rk.keys_index()))
+        kids = sorted(str(_s(k)) for k in await self.r.smembers(rk.keys_index()))
         if not kids:
             return []
         async with self.r.pipeline(transaction=False) as p:  # not MGET: the keys span Cluster slots

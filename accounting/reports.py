@@ -202,7 +202,7 @@ async def export_rows(redis: Redis, tenant: str | None = None, since: str | None
         hot: list[tuple[tuple[int, int], dict[str, Any]]] = []
         cursor = min_id
         while True:
-            entries = await redis.xrange(rk.ledger(t), min=cursor, max="+", count=batch)
+            entries: Any = await redis.xrange(rk.ledger(t), min=cursor, max="+", count=batch)
             if not entries:
                 break
             recs = [orjson.loads(fields[b"d"] if b"d" in fields else fields["d"]) for _, fields in entries]

@@ -156,7 +156,7 @@ async def ledger_rows(redis: Redis, tenants: list[str], since_ts: float | None =
     for t in tenants:
         cursor, got = hi, 0
         while True:
-            entries = await redis.xrevrange(rk.ledger(t), max=cursor, min=lo, count=batch)
+            entries: Any = await redis.xrevrange(rk.ledger(t), max=cursor, min=lo, count=batch)
             if not entries:
                 break
             for _, fields in entries:
@@ -195,7 +195,7 @@ async def request_detail(redis: Redis, request_id: str, tenants: list[str] | Non
             break
     if not idx or (tenants is not None and idx.get("tenant") not in tenants):
         return None
-    entries = await redis.xrange(rk.ledger(idx["tenant"]), min=idx["sid"], max=idx["sid"], count=1)
+    entries: Any = await redis.xrange(rk.ledger(idx["tenant"]), min=idx["sid"], max=idx["sid"], count=1)
     if not entries:
         return None
     fields = entries[0][1]

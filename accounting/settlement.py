@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-
 from . import redis_keys as rk
 from .models import NANO, Admission, LedgerRecord, to_nusd
 from .settings import clean as _clean

@@ -167,7 +167,7 @@ async def rounds(spec: dict[str, Any]) -> dict[str, Any]:
     timeout = float(spec.get("timeout", 30))
     res: dict[str, Any] = {name: {"round_p50": [], "round_p99": [], "round_ttft_p50": [], "round_gap_stdev": [],
                                    "round_gap_p99": [], "errors": 0} for name in targets}
-    for name, t in targets.items():  # warm every connection and code path first
+    for t in targets.values():  # warm every connection and code path first
         for _ in range(int(spec.get("warmup", 20))):
             await one(t, Stats(), clock(), track, timeout)
     for _ in range(r):

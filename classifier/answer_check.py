@@ -41,8 +41,20 @@ from typing import Any, Callable, Mapping, Sequence
 from classifier.answer_code import (analyse_code, code_similarity, definitions_only, looks_like_code_request,
                                    probes, required_functions, runnable_code)
 from classifier.answer_extract import (
-    canonical_json, clip, content_tokens, extract_choice, extract_final, extract_json, json_similarity,
-    mcq_options, normalize_text, same_final, schema_errors, to_number, token_f1, trim_continuation,
+    canonical_json,
+    clip,
+    content_tokens,
+    extract_choice,
+    extract_final,
+    extract_json,
+    json_similarity,
+    mcq_options,
+    normalize_text,
+    same_final,
+    schema_errors,
+    to_number,
+    token_f1,
+    trim_continuation,
 )
 from classifier.features import last_user_text
 

@@ -14,7 +14,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
+from typing import Any, Optional  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -87,7 +87,13 @@ def serve(
             mport = _free_port()
             mock_proc = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(mport)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            cleanups.append(lambda: (mock_proc.terminate(), mock_proc.wait(5)))
+            proc = mock_proc
+
+            def stop_simulator() -> None:
+                proc.terminate()
+                proc.wait(5)
+
+            cleanups.append(stop_simulator)
             _wait_port(mport, mock_proc)
             defaults_upstream = f"http://127.0.0.1:{mport}/v1"
         try:
@@ -131,7 +137,7 @@ def serve(
             console.print(f"  api key (master): {master if config is None else '<TRIAGE_MASTER_KEY>'}")
         console.print("  client keys: triage keys create --tenant NAME")
         console.print(f'  try: OpenAI(base_url="{base}", api_key=...).chat.completions.create(model="triage/auto", messages=[...])')
-        kw = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
+        kw: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
                   timeout_graceful_shutdown=10)
         if workers == 1:
             from router.http.app import build_app

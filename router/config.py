@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
-                      model_validator)
-
-from router.tiers.base import TierConfig
-from router.tiers.registry import CONFIG_MODELS, TIER_NAMES, VIRTUAL_MODELS
-
-from router.observe.settings import ObservabilitySpec
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from accounting import AccountingSettings
+from router.observe.settings import ObservabilitySpec
+from router.tiers.base import TierConfig
+from router.tiers.registry import CONFIG_MODELS, TIER_NAMES, VIRTUAL_MODELS
 
 log = logging.getLogger("triage.config")
 

@@ -144,7 +144,7 @@ def derive_tiers(model_list: list[Any]) -> tuple[dict[str, Any], str]:
     else:
         fast, top = [names[0]], names[-1]
     tiers["fast"] = {"models": fast}
-    reasoners = sorted((n for n in names if seen[n][1]), key=lambda n: seen[n][0] if seen[n][0] is not None else float("inf"))
+    reasoners = sorted((n for n in names if seen[n][1]), key=lambda n: seen[n][0] if seen[n][0] is not None else float("inf"))  # type: ignore[arg-type, return-value]
     if reasoners:
         tiers["reasoning"] = {"models": reasoners, "reasoning_effort": "medium"}
     if top not in fast:

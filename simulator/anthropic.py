@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from simulator.wire import respond, run_stream, send_fault_status, wait_disconnect
 from router.http.sse import encode_event
+from simulator.wire import respond, run_stream, send_fault_status, wait_disconnect
 
 if TYPE_CHECKING:
     from simulator.state import MockState

@@ -64,8 +64,19 @@ from simulator import difficulty as dm
 from simulator import model as mm
 from simulator.anthropic import anthropic_messages
 from simulator.state import DEFAULT_MODELS, MockSettings, MockState
-from simulator.wire import (_ERROR_OBJ, _OTHER_FAULTS, _STREAM_FAULTS, JSON_CT, Plan, openai_error,
-                            read_body, respond, run_stream, send_fault_status, wait_disconnect)
+from simulator.wire import (
+    _ERROR_OBJ,
+    _OTHER_FAULTS,
+    _STREAM_FAULTS,
+    JSON_CT,
+    Plan,
+    openai_error,
+    read_body,
+    respond,
+    run_stream,
+    send_fault_status,
+    wait_disconnect,
+)
 
 __all__ = ["DEFAULT_MODELS", "MockSettings", "MockState", "Plan", "build_app"]
 

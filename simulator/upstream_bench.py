@@ -17,10 +17,10 @@ from typing import Any
 
 import uvloop
 
-from simulator.server import MockServer, _config
-from simulator.app import build_app
-from simulator.state import MockSettings
 from router.upstream import Deployment, Upstream
+from simulator.app import build_app
+from simulator.server import MockServer, _config
+from simulator.state import MockSettings
 
 
 async def _drive(up: Upstream, dep: Deployment, n: int, conc: int, stream: bool) -> float:
@@ -73,7 +73,8 @@ async def _run(mode: str, n: int, conc: int) -> dict[str, float]:
         await up.close()
         if server is not None:
             server.should_exit = True
-            await task
+            if task is not None:
+                await task
         if mock is not None:
             mock.stop()
 

@@ -215,7 +215,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("period must be day, month or total")
         try:
             sc = build_scope(scope, tenant, key_id, tier, model)
-            pol = BudgetPolicy(scope=sc, limit_usd=limit_usd, period=period, mode="soft" if soft else "hard",
+            pol = BudgetPolicy(scope=sc, limit_usd=limit_usd, period=period, mode=  # type: ignore[arg-type]  # checked above
+"soft" if soft else "hard",
                                soft_pct=soft_pct)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None

@@ -77,6 +77,7 @@ def score_cmd(
         typer.echo(f"error: --output {output}: {e.strerror}", err=True)
         raise typer.Exit(2) from None
     n = bad = 0
+    why: str | None
     try:
         for lineno, line in enumerate(fin, 1):
             if not line.strip():

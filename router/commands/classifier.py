@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -80,7 +80,7 @@ def train_cmd(
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as prog:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, Any] = {}  # stage -> rich TaskID
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -15,12 +15,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from accounting import Accountant, BudgetPolicy, Principal
-from accounting import reports
+from accounting import Accountant, BudgetPolicy, Principal, reports
 from accounting.budgets import build_scope, check_policy, scope_parts, validate_scope
-from accounting.names import MAX_USD, TENANT_RULE, is_key_id, is_tenant
 from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
+from accounting.names import MAX_USD, TENANT_RULE, is_key_id, is_tenant
 from router.http.errors import bad_request, forbidden, not_found, unauthorized, unavailable
 
 admin_router = APIRouter()

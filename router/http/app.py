@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -23,16 +24,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from accounting.ids import new_request_id
+from router.config import VIRTUAL_MODELS, ConfigError, ServerSpec, TriageConfig
 from router.http.admin import admin_router
-from router.http.auth import authenticate, bearer_token, is_master
 from router.http.anthropic import count_tokens as anthropic_count_tokens
 from router.http.anthropic import messages as anthropic_messages
+from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.http.completions import completions
 from router.http.embeddings import embeddings
-from router.http.responses import responses
-from router.config import VIRTUAL_MODELS, ConfigError, ServerSpec, TriageConfig
 from router.http.errors import ProxyError, bad_request, error_body, forbidden, not_found, too_large, unauthorized
+from router.http.responses import responses
 from router.observe import web as review_web
 from router.state import AppState
 
@@ -87,7 +88,7 @@ class RequestId:
         if client_rid is not None:
             extra.append((b"x-client-request-id", client_rid.encode()))
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", ())
                            if h[0] != b"x-request-id" and h[0] != b"x-client-request-id"]

@@ -7,11 +7,11 @@ so a budget hold never leaks and a request is never billed twice.
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 import time
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator
 
 import orjson
 from starlette.requests import Request
@@ -22,18 +22,25 @@ from accounting.models import AccountingUnavailable, Usage
 from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_prompt_tokens
 from classifier import last_user_text
 from router import policy
-from router.http.auth import authenticate
 from router.config import VIRTUAL_MODELS
 from router.counterfactual import top_tier_nusd
-from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, too_large, unavailable, upstream_failed
+from router.http.errors import (
+    ProxyError,
+    bad_request,
+    budget_exceeded,
+    not_found,
+    too_large,
+    unavailable,
+    upstream_failed,
+)
 from router.http.metering import LeaseKeeper, cost_comment, cost_headers, record_refusal, usage_cost, workflow
 from router.http.schemas import validate_chat
-from router.session import pin_shared, shared_tier
 from router.http.sse import DONE_EVENT, encode
+from router.session import pin_shared, shared_tier
 from router.state import AppState
-from router.tiers.registry import EXECUTORS
 from router.tiers.base import Decision, ExecContext, Plan
 from router.tiers.multi import MultiChoice
+from router.tiers.registry import EXECUTORS
 from router.upstream import UpstreamError
 
 log = logging.getLogger("triage.chat")
@@ -120,7 +127,7 @@ def error_status(e: UpstreamError) -> ProxyError:
     return upstream_failed(f"Upstream failed ({e.kind}): {e.message}", 502, f"upstream_{e.kind}")
 
 
-async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     try:
         if first is not None:
             yield first
@@ -281,7 +288,7 @@ class ChatHandler:
         return Response(orjson.dumps(resp), media_type="application/json",
                         headers=meta.headers(rid, nusd, ctx, resp.get("model")))
 
-    async def _stream(self, items: AsyncIterator[Any], first: Any, ctx: ExecContext, meta: "_Meta",
+    async def _stream(self, items: AsyncGenerator[Any, None], first: Any, ctx: ExecContext, meta: "_Meta",
                       include_usage: bool) -> AsyncIterator[bytes]:
         done = False
         status = "ok"

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from router.http.errors import ProxyError, bad_request
 
-
 MAX_N = 8  # choices per request; each is paid for, so the bound is a cost guard too
 MAX_DEPTH = 32  # JSON nesting of any one field; tool schemas and response formats stay far below
 MAX_TOKENS = 1 << 30

@@ -97,7 +97,7 @@ class Metrics:
         self._refused: dict[str, int] = {}
         self._shadow: dict[tuple[str, str], list[float]] = {}
         self._tenant: dict[tuple[str, ...], list[float]] = {}
-        self._clf = [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
+        self._clf: list[Any] = [0.0, [0] * (len(CLASSIFIER_BUCKETS) + 1)]
         self._flusher: Any = None
 
     def declare(self, models: list[str]) -> None:
@@ -208,8 +208,8 @@ class Metrics:
             if c:
                 self.shadow_cost.labels(shadow_tier).inc(c)
         tenant, self._tenant = self._tenant, {}
-        for labels, (n, c) in tenant.items():
-            self.tenant_requests.labels(*labels).inc(n)  # type: ignore[union-attr]
+        for labels, (requests, c) in tenant.items():
+            self.tenant_requests.labels(*labels).inc(requests)  # type: ignore[union-attr]
             if c:
                 self.tenant_cost.labels(*labels).inc(c)  # type: ignore[union-attr]
 
@@ -254,7 +254,7 @@ class Metrics:
         self.flush()
         out = generate_latest(self._process_registry())
         gauges = CollectorRegistry(auto_describe=False)
-        gauges.register(_BudgetCollector(budgets if self.spec.budget_gauges else [], budgets is not None))
+        gauges.register(_BudgetCollector((budgets or []) if self.spec.budget_gauges else [], budgets is not None))
         return out + generate_latest(gauges)
 
 

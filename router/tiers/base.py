@@ -7,7 +7,7 @@ records every upstream attempt in `ctx.calls`, which is what gets billed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, AsyncGenerator, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,6 +143,6 @@ class Tier(Protocol):
         """A normal chat.completion, usage summed over every call, with `usage.cost`."""
         ...
 
-    def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+    def stream(self, plan: Plan, ctx: ExecContext) -> AsyncGenerator[dict[str, Any] | str, None]:
         """Chunk dicts, or a str for an SSE comment keep-alive."""
         ...

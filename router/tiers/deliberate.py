@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from typing import Any, AsyncIterator, ClassVar, Literal
+from typing import Any, AsyncGenerator, ClassVar, Literal
 
 from pydantic import Field
 
@@ -42,8 +42,19 @@ from router.tiers import cost
 from router.tiers.base import ExecContext, Plan, TierConfig
 from router.tiers.fast import base_body, chunk_base, message_chunks, remaining, usage_chunk, usage_totals
 from router.tiers.table import Knobs, RateInfo, TierTable, clamp_effort, effort_setup
-from router.tiers.votes import (DEBATE_INSTRUCTION, PICK_INSTRUCTION, SYNTH_INSTRUCTION, _INT, agent_variation,
-                                agreement, answer_key, answers_block, message_key, message_text, tally)
+from router.tiers.votes import (
+    _INT,
+    DEBATE_INSTRUCTION,
+    PICK_INSTRUCTION,
+    SYNTH_INSTRUCTION,
+    agent_variation,
+    agreement,
+    answer_key,
+    answers_block,
+    message_key,
+    message_text,
+    tally,
+)
 from router.upstream.chain import Step, complete_chain, prompt_bound, stream_chain, worst_case
 from router.upstream.errors import UpstreamError
 
@@ -345,7 +356,7 @@ class DeliberateTier:
         win = await run.vote()
         return run.response(win.message, win.model, win.finish)
 
-    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncGenerator[dict[str, Any] | str, None]:
         run = _Run(plan, ctx)
         task = asyncio.ensure_future(run.agents_phase())
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncGenerator, ClassVar
 
 from router.tiers.base import ExecContext, Plan, TierConfig
 from router.tiers.table import RateInfo, SingleCallTable
@@ -97,7 +97,7 @@ class SingleCall:
         resp["usage"] = usage_totals(ctx)
         return resp
 
-    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncGenerator[dict[str, Any] | str, None]:
         body = base_body(ctx)
         step = Step()
         template: dict[str, Any] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from router.tiers.base import ExecContext, Plan
 from router.tiers.fast import chunk_base, usage_chunk, usage_totals
@@ -53,7 +53,7 @@ class MultiChoice:
         resp.pop("triage_transcript", None)
         return resp
 
-    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncGenerator[dict[str, Any] | str, None]:
         subs = _subs(ctx, self.n)
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         DONE = object()

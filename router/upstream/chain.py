@@ -23,7 +23,7 @@ import random
 import re
 import time
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Iterable, Literal, Protocol
 
 from accounting import UpstreamCall
 from accounting.models import Usage
@@ -143,7 +143,10 @@ def _choices(body: dict[str, Any]) -> int:
     return n if isinstance(n, int) and n > 1 else 1
 
 
-def _hop(i: int, model: str, prev: str | None) -> str:
+Hop = Literal["primary", "retry", "fallback"]
+
+
+def _hop(i: int, model: str, prev: str | None) -> Hop:
     if i == 0:
         return "primary"
     return "retry" if model == prev else "fallback"
@@ -230,7 +233,7 @@ def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: floa
 
 async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
                           think: Thinking | None, step: "Step", tried: dict[int, float | None], choices: int = 1
-                          ) -> AsyncIterator[tuple[str, Deployment, Thinking | None, int, int, str]]:
+                          ) -> AsyncIterator[tuple[str, Deployment, Thinking | None, int, int, Hop]]:
     """Attempts that the remaining allowance can pay for, paced by backoff:
     (model, dep, thinking applied, prompt tokens, max tokens, hop)."""
     prev: str | None = None
@@ -311,7 +314,7 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
 
 async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any], *, max_tokens: int,
                        prompt: int, allowance: float, effort: str | None = None,
-                       think: Thinking | None = None, step: Step | None = None) -> AsyncIterator[dict[str, Any]]:
+                       think: Thinking | None = None, step: Step | None = None) -> AsyncGenerator[dict[str, Any], None]:
     """Chunks of one streamed answer. Falls back only before the first chunk was forwarded.
 
     Usage-only chunks are consumed (the executor emits one summed usage chunk at the end).

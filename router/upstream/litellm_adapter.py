@@ -11,7 +11,7 @@ and, when the provider reports cache writes (Anthropic),
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncGenerator
 
 from router.upstream.errors import UpstreamError, classify_status, parse_retry_after, transport_error
 
@@ -105,7 +105,7 @@ def to_openai_response(resp: Any) -> dict[str, Any]:
 
 def to_openai_chunk(chunk: Any) -> dict[str, Any]:
     d = chunk if isinstance(chunk, dict) else _dump(chunk)
-    out = {
+    out: dict[str, Any] = {
         "id": d.get("id"),
         "object": "chat.completion.chunk",
         "created": d.get("created"),
@@ -131,7 +131,7 @@ def map_exception(dep: Deployment, e: BaseException, partial: bool = False) -> E
     name = type(e).__name__
     if name == "MidStreamFallbackError" and isinstance(getattr(e, "original_exception", None), Exception):
         # litellm wraps whatever broke the stream; classify the cause, not the wrapper (status 503)
-        return map_exception(dep, e.original_exception, partial)
+        return map_exception(dep, e.original_exception, partial)  # type: ignore[attr-defined]
     msg = dep.scrub(str(getattr(e, "message", None) or e))[:500]
     if name in ("Timeout", "APITimeoutError"):
         return UpstreamError(504, "timeout", f"{dep.name}: {msg}", partial=partial)
@@ -169,7 +169,7 @@ async def litellm_complete(litellm: Any, dep: Deployment, body: dict[str, Any]) 
     return to_openai_response(resp)
 
 
-async def litellm_stream(litellm: Any, dep: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def litellm_stream(litellm: Any, dep: Deployment, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     kw = _kwargs(dep, body)
     kw["stream"] = True
     kw["stream_options"] = {"include_usage": True}

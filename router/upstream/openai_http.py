@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 import aiohttp
 import orjson
@@ -157,7 +157,7 @@ class Upstream:
 
     # ------------------------------------------------------------ stream
 
-    async def stream(self, dep: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, dep: Deployment, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Yield parsed ``chat.completion.chunk`` dicts; usage is always requested.
 
         Errors before the first chunk are raised from the first ``__anext__``

@@ -17,7 +17,14 @@ import tempfile
 import time
 
 from accounting import (
-    Accountant, AccountingSettings, BudgetPolicy, LedgerRecord, PlanEstimate, PriceBook, PriceSpec, Usage,
+    Accountant,
+    AccountingSettings,
+    BudgetPolicy,
+    LedgerRecord,
+    PlanEstimate,
+    PriceBook,
+    PriceSpec,
+    Usage,
 )
 
 PRICES = [PriceSpec(name="fast", model_info={"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}),
@@ -39,7 +46,7 @@ async def run(url: str, n: int, conc: int) -> dict[str, float]:
         await acct.budgets.set(BudgetPolicy(scope=f"key:{info.key_id}", limit_usd=1e6, period="day"))
         await acct.budgets.set(BudgetPolicy(scope="tenant:bench", limit_usd=1e6, period="month", soft_pct=90))
         await acct.budgets.set(BudgetPolicy(scope="tenant:bench:tier:deliberate", limit_usd=1e6, period="month"))
-        p = await acct.authenticate(plain)
+        await acct.authenticate(plain)
         usage = Usage(prompt_tokens=500, completion_tokens=200, cached_tokens=100)
 
         async def pair(rid: str) -> tuple[float, float, float]:

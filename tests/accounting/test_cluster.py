@@ -13,8 +13,8 @@ import orjson
 import pytest
 from redis.crc import key_slot
 
+from accounting import Accountant, LedgerRecord, PlanEstimate, reports
 from accounting import redis_keys as rk
-from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, reports
 from accounting.ids import new_request_id
 from accounting.models import BudgetPolicy
 from accounting.redis_client import parse_redis_url

@@ -11,8 +11,8 @@ import asyncio
 import orjson
 import pytest
 
-from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate
+from accounting import redis_keys as rk
 from accounting.redis_cluster import EmbeddedCluster
 
 COST = 0.00123

@@ -14,9 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from accounting import BudgetPolicy, LedgerRecord, PlanEstimate, UpstreamCall, Usage
+from accounting import BudgetPolicy, LedgerRecord, PlanEstimate, UpstreamCall, Usage, reports
 from accounting import redis_keys as rk
-from accounting import reports
 from accounting.evaluation import eval_rows, measured, routing_quality, training_rows
 from accounting.models import NANO, usd_str
 from router.commands.accounting import register
@@ -78,7 +77,7 @@ async def test_nano_dollars_reconcile_ledger_counters_reports_exports(acct, tmp_
 async def test_refusals_are_ledgered_and_reported(acct):
     key, _info = await acct.keys.create("poor")
     kid = _info.key_id
-    p = await acct.authenticate(key)
+    await acct.authenticate(key)
     await acct.budgets.set(BudgetPolicy(scope=f"key:{kid}", limit_usd=0.001, period="day"))
     rec = LedgerRecord(request_id="no1", key_id=kid, tenant="poor", tier="fast", model="fast", complexity=0.3,
                        reason="budget: key exhausted")

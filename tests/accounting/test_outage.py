@@ -9,10 +9,15 @@ import orjson
 import pytest
 import redis
 
-from accounting import redis_keys as rk
 from accounting import (
-    Accountant, AccountingSettings, AccountingUnavailable, BudgetExceeded, LedgerRecord, PlanEstimate,
+    Accountant,
+    AccountingSettings,
+    AccountingUnavailable,
+    BudgetExceeded,
+    LedgerRecord,
+    PlanEstimate,
 )
+from accounting import redis_keys as rk
 from accounting.redis_server import EmbeddedRedis
 
 COST = 0.00123

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounting import redis_keys as rk
 from accounting import BudgetExceeded, BudgetPolicy, LedgerRecord, PlanEstimate
+from accounting import redis_keys as rk
 
 PLANS = [PlanEstimate(tier="deliberate", model="big", estimate_usd=0.5),
          PlanEstimate(tier="fast", model="fast", estimate_usd=0.01)]

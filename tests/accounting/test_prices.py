@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounting import redis_keys as rk
 from accounting import LedgerRecord, PlanEstimate, PriceBook, PriceSpec, UpstreamCall, Usage
+from accounting import redis_keys as rk
 
 
 def test_litellm_price_and_override():

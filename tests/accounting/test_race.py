@@ -9,8 +9,8 @@ import orjson
 import pytest
 import redis
 
-from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, BudgetExceeded, LedgerRecord, PlanEstimate, PriceBook, PriceSpec
+from accounting import redis_keys as rk
 
 PER_PROC = 125
 PROCS = 4

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounting.ids import new_request_id
 from accounting import BudgetExceeded, BudgetPolicy, LedgerRecord, PlanEstimate, Usage
+from accounting.ids import new_request_id
 
 
 async def test_admit_settle_roundtrip(acct):

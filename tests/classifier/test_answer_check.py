@@ -211,8 +211,9 @@ def test_latex_shorthand():
 
 
 def test_answer_token_logprob_from_openai_entries():
-    toks = lambda lp: [{"token": "Answer", "logprob": -0.001}, {"token": ":", "logprob": -0.001},
-                       {"token": " 42", "logprob": lp}, {"token": "\nlorem", "logprob": -0.05}]
+    def toks(lp):
+        return [{"token": "Answer", "logprob": -0.001}, {"token": ":", "logprob": -0.001},
+                {"token": " 42", "logprob": lp}, {"token": "\nlorem", "logprob": -0.05}]
     p = "What is 6 * 7?"
     sure = check(p, ["Answer: 42\nlorem"], [toks(-0.02)])
     unsure = check(p, ["Answer: 42\nlorem"], [toks(-1.5)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from classifier.training.cascade_eval import evaluate, format_report, labels, main, read_rows

@@ -31,7 +31,7 @@ def test_classify_streams_jsonl(tmp_path):
     inp.write_text("\n".join(json.dumps(r) for r in lines) + "\n\nnot json\n")
     res = runner.invoke(_app(), ["classify", "--input", str(inp), "--output", str(out)])
     assert res.exit_code == 0, res.output
-    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2, 3]
     for r in rows:
         assert 0 <= r["complexity"] <= 1 and r["tier"] in ("fast", "reasoning", "deliberate")

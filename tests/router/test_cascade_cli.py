@@ -34,7 +34,7 @@ def test_score_adds_escalate_and_signals(tmp_path):
     inp.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     res = runner.invoke(_app(), ["cascade", "score", "--input", str(inp), "--output", str(out)])
     assert res.exit_code == 0, res.output
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["id"] for g in got] == [1, 2, 3]
     assert got[1]["escalate"] > got[0]["escalate"]
     assert got[0]["kind"] == "mcq" and got[2]["kind"] == "json"
@@ -79,7 +79,7 @@ def test_many_lines_stream(tmp_path):
             fh.write(json.dumps({"prompt": f"What is {i} + 1?", "answers": [f"#### {i + 1}", f"{i + (i % 2)}"]}) + "\n")
     res = runner.invoke(_app(), ["cascade", "score", "-i", str(inp), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == 2000
     assert got[1]["signals"]["agreement"] == 1.0 and got[2]["signals"]["agreement"] == 0.0
 

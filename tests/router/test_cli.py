@@ -12,7 +12,6 @@ from pathlib import Path
 import openai
 
 from tests.helpers import wait_ready
-
 from tests.router.conftest import free_port
 
 

@@ -105,8 +105,8 @@ def test_soft_limit_then_exhausted_alert_once_each(alert_proxy: Proxy, receiver:
 async def test_one_alert_per_crossing_across_workers(redis_url: str, receiver: Receiver) -> None:
     """Four checkers (as four workers would) race on the same crossing: exactly one webhook call."""
     from accounting import BudgetPolicy
-    from accounting.budgets import BudgetStore
     from accounting import redis_keys as rk
+    from accounting.budgets import BudgetStore
 
     r = Redis.from_url(redis_url)
     await BudgetStore(r).set(BudgetPolicy(scope="tenant:t1", limit_usd=1.0, period="month", mode="hard", soft_pct=50))

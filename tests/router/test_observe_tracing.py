@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 from tests.router.conftest import Proxy
@@ -47,7 +48,7 @@ def test_spans_per_request_and_upstream_call(proxy: Proxy) -> None:
     assert sum(ch.attributes["triage.cost_usd"] for ch in children) == pytest.approx(rec["cost_usd"])
     # a refusal is a span too, with its reason
     poor = proxy.create_key("acme", budget_usd=0.0000001, period="day")
-    with pytest.raises(Exception):
+    with pytest.raises(openai.APIStatusError):
         proxy.client(poor).chat.completions.create(model="triage/auto", messages=[{"role": "user", "content": EASY}])
     refused = [s for s in exporter.get_finished_spans() if s.attributes.get("triage.budget.outcome") == "refused"]
     assert len(refused) == 1 and refused[0].attributes["triage.refusal.reason"] == "budget_exceeded"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 
 import httpx
 import openai
 import orjson
 import pytest
 
+from router.http.sse import SSEDecoder
 from simulator import model as mm
 from simulator.server import MockServer
 from simulator.state import MockSettings
-from router.http.sse import SSEDecoder
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_control_api_faults_count_model_and_stats(srv):
     assert post(srv, body).status_code == 200
     srv.reset()
     assert srv.stats()["total"] == 0
-    with pytest.raises(Exception):
+    with pytest.raises(urllib.error.HTTPError):
         srv.fault("nonsense")
 
 

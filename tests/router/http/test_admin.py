@@ -10,9 +10,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from accounting.ids import new_request_id
-from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate, PriceBook, PriceSpec, Usage
+from accounting import redis_keys as rk
+from accounting.ids import new_request_id
 from router.http.admin import admin_router
 from router.http.errors import ProxyError
 

@@ -8,7 +8,6 @@ The expected tool calls are what the simulated upstream produces for the model t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import openai

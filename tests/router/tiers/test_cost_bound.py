@@ -26,8 +26,8 @@ from router.tiers.base import ExecContext, Plan
 from router.tiers.registry import EXECUTORS
 from router.upstream import Upstream, UpstreamError
 from router.upstream.chain import COOLDOWNS
-from simulator.state import MockSettings
 from simulator.server import MockServer
+from simulator.state import MockSettings
 
 MODELS = ("small", "mid", "dear", "reasoner")  # the simulator thinks natively for "reasoner" only
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from accounting.tokens import estimate_prompt_tokens
 from router.tiers import votes
 from router.tiers.cost import AGENT_ROLE_TOKENS
-from accounting.tokens import estimate_prompt_tokens
 from simulator import difficulty as dm
 from tests.router.conftest import Proxy
 from tests.router.test_routing_e2e import ledger, mock_settings

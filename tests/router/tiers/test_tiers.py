@@ -10,18 +10,18 @@ import pytest
 
 from accounting.tokens import estimate_prompt_tokens
 from classifier import Classification
-from simulator import model as mm
 from router import policy
 from router.config import TriageConfig
-from simulator.server import MockServer
-from router.runtime import Snapshot
 from router.http.schemas import validate_chat
+from router.runtime import Snapshot
 from router.tiers import deliberate
-from router.tiers.registry import EXECUTORS
 from router.tiers.base import ExecContext, Plan
 from router.tiers.reasoning import _AnswerGate, extract_answer
-from router.upstream.chain import COOLDOWNS, MAX_ATTEMPTS, Step, complete_chain
+from router.tiers.registry import EXECUTORS
 from router.upstream import Upstream, UpstreamError
+from router.upstream.chain import COOLDOWNS, MAX_ATTEMPTS, Step, complete_chain
+from simulator import model as mm
+from simulator.server import MockServer
 
 PRICES = {
     "small": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "cache_read_input_token_cost": 0.5e-6},

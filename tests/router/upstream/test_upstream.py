@@ -10,10 +10,10 @@ from email.utils import formatdate
 
 import pytest
 
-from simulator.server import MockServer
-from simulator.state import MockSettings
 from router.http.sse import SSEDecoder, encode
 from router.upstream import Deployment, Upstream, UpstreamError, http_error, parse_retry_after
+from simulator.server import MockServer
+from simulator.state import MockSettings
 
 KEY = "sk-very-secret-key-123"
 
