@@ -69,9 +69,9 @@ def main() -> None:
         try:
             path = Path(tmp) / "triage.yaml"
             path.write_text(yaml.safe_dump(config(mock.base_url, redis.url)))
-            from router.http.app import build_app
-
             import socket
+
+            from router.http.app import build_app
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]

@@ -31,7 +31,7 @@ def forecast(config: TriageConfig, prices: PriceBook, rows: list[Row], variants:
     current = next(r for r in results if r.name == "current")
     obs = observed_qps(rows)
     rate = qps if qps else obs
-    out = {
+    out: dict[str, Any] = {
         "requests": len(rows), "qps": rate,
         "qps_source": "given" if qps else ("observed in the window" if obs else "unknown"),
         "price_map_version": prices.version,

@@ -20,7 +20,15 @@ from starlette.responses import Response
 from router.http.chat import ChatHandler, read_json
 from router.http.errors import ProxyError, bad_request
 from router.http.sse import encode_event
-from router.http.translate import KEEPALIVE, ToolCallAccumulator, chat_chunks, chat_json, copy_fields, sse, triage_headers
+from router.http.translate import (
+    KEEPALIVE,
+    ToolCallAccumulator,
+    chat_chunks,
+    chat_json,
+    copy_fields,
+    sse,
+    triage_headers,
+)
 
 PASS = ("model", "temperature", "top_p", "user", "metadata", "parallel_tool_calls", "stream", "seed")
 

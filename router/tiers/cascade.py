@@ -32,7 +32,8 @@ the worst case.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, ClassVar
+from collections.abc import Mapping
+from typing import Any, AsyncGenerator, ClassVar
 
 from pydantic import Field
 
@@ -248,13 +249,6 @@ def _logprobs(resp: dict[str, Any]) -> list[Any] | None:
     return content if isinstance(content, list) and content else None
 
 
-def _escalation(plan: Plan) -> tuple[Plan, Any]:
-    from router.tiers.registry import EXECUTORS  # noqa: PLC0415 - the registry imports this module
-
-    esc = plan.stages[0]
-    return esc, EXECUTORS[esc.tier]
-
-
 class CascadeTier:
     name: ClassVar[str] = "cascade"
     tier = "cascade"
@@ -262,6 +256,17 @@ class CascadeTier:
     default_quality: ClassVar[float] = 0.84
     config_model: ClassVar[type[TierConfig]] = CascadeConfig
     keepalive: ClassVar[bool] = True        # the cheap answer is buffered while it is checked
+
+    def __init__(self) -> None:
+        self._executors: Mapping[str, Any] = {}
+
+    def bind(self, executors: Mapping[str, Any]) -> None:
+        """The registry hands over every tier's executor (it imports this module, so not the reverse)."""
+        self._executors = executors
+
+    def _escalation(self, plan: Plan) -> tuple[Plan, Any]:
+        esc = plan.stages[0]
+        return esc, self._executors[esc.tier]
 
     def table(self, spec: TierConfig, rate: dict[str, RateInfo]) -> CascadeTable:
         assert isinstance(spec, CascadeConfig)
@@ -271,7 +276,7 @@ class CascadeTier:
         checked = await _cheap_phase(plan, ctx)
         ctx.outcome.update(checked.outcome)
         if checked.escalate and remaining(ctx) > 0:
-            esc, ex = _escalation(plan)
+            esc, ex = self._escalation(plan)
             return await ex.complete(esc, ctx)
         return self._cheap_response(checked.resp, ctx)
 
@@ -283,7 +288,7 @@ class CascadeTier:
         resp["usage"] = usage_totals(ctx)
         return resp
 
-    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncIterator[dict[str, Any] | str]:
+    async def stream(self, plan: Plan, ctx: ExecContext) -> AsyncGenerator[dict[str, Any] | str, None]:
         task = asyncio.ensure_future(_cheap_phase(plan, ctx))
         try:
             while True:
@@ -298,7 +303,7 @@ class CascadeTier:
                 await asyncio.gather(task, return_exceptions=True)
         ctx.outcome.update(checked.outcome)
         if checked.escalate and remaining(ctx) > 0:
-            esc, ex = _escalation(plan)
+            esc, ex = self._escalation(plan)
             async for item in ex.stream(esc, ctx):
                 yield item
             return

@@ -31,5 +31,12 @@ CONFIG_MODELS: dict[str, type[TierConfig]] = {t.name: t.config_model for t in TI
 Executor = Tier | SingleCall
 EXECUTORS: dict[str, Executor] = {**BY_NAME, "passthrough": PassthroughExecutor()}
 
+# A composite tier (cascade runs another tier when its check fails) gets the executors through an
+# optional `bind(executors)`: it cannot import this module, which imports it.
+for _t in TIERS:
+    _bind = getattr(_t, "bind", None)
+    if _bind is not None:
+        _bind(EXECUTORS)
+
 __all__ = ["BY_NAME", "CONFIG_MODELS", "DEFAULT_QUALITY", "EXECUTORS", "Executor", "ExecContext", "LEVELS", "Plan",
            "TIERS", "TIER_NAMES", "TIER_RANK", "VIRTUAL_MODELS"]

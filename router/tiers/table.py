@@ -75,6 +75,10 @@ class TierTable:
     def primary_model(self) -> str:
         return self.chain[0]
 
+    def think_tokens(self, effort: str | None) -> int:
+        """Thinking tokens a call at this effort may add to max_tokens (0: this tier does not think)."""
+        return 0
+
     # ------------------------------------------------------------ shared
 
     def ladder(self, answer: int, client_effort: str | None) -> list[Knobs]:
@@ -139,9 +143,6 @@ class TierTable:
 
 class SingleCallTable(TierTable):
     """One answer over a fallback chain (fast, reasoning). Subclasses add thinking via the hooks."""
-
-    def think_tokens(self, effort: str | None) -> int:
-        return 0
 
     def think_prompt_tokens(self, effort: str | None) -> int:
         return 0

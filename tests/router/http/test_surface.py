@@ -5,7 +5,6 @@ clients are the official openai and anthropic SDKs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import anthropic
