@@ -59,7 +59,7 @@ class KeyStore:
             from .budgets import check_policy  # noqa: PLC0415 - avoid a cycle at import
 
             policy = check_policy(BudgetPolicy(scope=rk.scope_key("k_" + "0" * 16), limit_usd=check_usd(
-                budget_usd, "budget_usd"), period=period))
+                budget_usd, "budget_usd"), period=period))  # type: ignore[arg-type]  # the model validates it
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         sha = hash_key(plaintext)
         kid = "k_" + secrets.token_hex(8)

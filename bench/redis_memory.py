@@ -126,8 +126,9 @@ def main() -> None:
                "ledger_record_json_bytes": len(sample), "families": rows,
                "redis_version": r.info("server")["redis_version"]}
         # the same entries in the cold ledger: Parquet bytes per row
-        from accounting.cold import ColdLedger  # noqa: PLC0415
         from redis.asyncio import Redis as ARedis  # noqa: PLC0415
+
+        from accounting.cold import ColdLedger  # noqa: PLC0415
 
         async def compact() -> int:
             ar = ARedis.from_url(srv.url)

@@ -24,6 +24,7 @@ from classifier import last_user_text
 from router import policy
 from router.config import VIRTUAL_MODELS
 from router.counterfactual import top_tier_nusd
+from router.http.auth import authenticate
 from router.http.errors import (
     ProxyError,
     bad_request,

@@ -21,8 +21,8 @@ from accounting.tokens import count_text_tokens
 from router.config import VIRTUAL_MODELS
 from router.http.auth import authenticate
 from router.http.chat import ChatHandler, _Meta, error_status, read_json
-from router.http.metering import usage_cost
 from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, unavailable
+from router.http.metering import usage_cost
 from router.tiers.base import Decision, ExecContext, Plan
 from router.upstream import UpstreamError
 

@@ -203,8 +203,8 @@ class Metrics:
         if any(clf[1]):
             _add_hist(self.classifier, clf[0], clf[1])
         shadow, self._shadow = self._shadow, {}
-        for (served, shadow_tier), (n, c) in shadow.items():
-            self.shadow_runs.labels(served, shadow_tier).inc(n)
+        for (served, shadow_tier), (runs, c) in shadow.items():
+            self.shadow_runs.labels(served, shadow_tier).inc(runs)
             if c:
                 self.shadow_cost.labels(shadow_tier).inc(c)
         tenant, self._tenant = self._tenant, {}

@@ -155,7 +155,7 @@ def _hop(i: int, model: str, prev: str | None) -> Hop:
 _USAGE_RE = re.compile(r'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 
 
-def _record(ctx: ExecContext, model: str, usage: dict[str, Any] | None, t0: float, status: str, hop: str,
+def _record(ctx: ExecContext, model: str, usage: dict[str, Any] | None, t0: float, status: str, hop: Hop,
             est_prompt: int = 0, est_text: str = "", sent: dict[str, Any] | None = None,
             est_completion: int = 0, billed: bool = False) -> UpstreamCall:
     """Record one attempt. Without usage from the provider, an attempt that reached it is billed at a best
@@ -250,7 +250,7 @@ async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_t
         yield model, dep, th, p, mt, hop
 
 
-def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: str,
+def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: Hop,
             tried: dict[int, float | None], sent: dict[str, Any] | None = None, max_tokens: int = 0,
             step: "Step | None" = None) -> None:
     """Record a failed attempt (at its best estimate when the provider billed it, flagged); re-raise what
@@ -353,9 +353,9 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     raise budget_exceeded("The remaining per-query budget cannot pay for another upstream call.")
 
 
-async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, model: str, t0: float, hop: str,
+async def _relay(ctx: ExecContext, agen: Any, first: dict[str, Any] | None, model: str, t0: float, hop: Hop,
                  p: int, step: Step, think: Thinking | None, sent: dict[str, Any] | None = None
-                 ) -> AsyncIterator[dict[str, Any]]:
+                 ) -> AsyncGenerator[dict[str, Any], None]:
     usage: dict[str, Any] | None = None
     text: list[str] = []
     status = "ok"

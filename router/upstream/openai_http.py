@@ -30,8 +30,14 @@ import orjson
 
 from router.http.sse import DONE, SSEDecoder
 from router.upstream.deployment import Deployment
-from router.upstream.errors import (UpstreamError, _err, classify_status, consumed_transport_error, http_error,
-                                    transport_error)
+from router.upstream.errors import (
+    UpstreamError,
+    _err,
+    classify_status,
+    consumed_transport_error,
+    http_error,
+    transport_error,
+)
 from router.upstream.litellm_adapter import litellm_complete, litellm_embed, litellm_stream
 
 log = logging.getLogger("triage.upstream")

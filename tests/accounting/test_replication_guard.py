@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import orjson
 
-from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate
+from accounting import redis_keys as rk
 from accounting.redis_server import EmbeddedRedis
 
 PLAN = [PlanEstimate(tier="fast", model="fast", estimate_usd=0.01)]

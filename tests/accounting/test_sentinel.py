@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 
-from accounting import redis_keys as rk
 from accounting import Accountant, AccountingSettings, LedgerRecord, PlanEstimate
+from accounting import redis_keys as rk
 from accounting.redis_cluster import _cluster_port
 from accounting.redis_server import EmbeddedRedis
 

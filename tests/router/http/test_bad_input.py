@@ -189,8 +189,9 @@ def test_every_route_limits_body_size(proxy: Proxy, path: str, method: str) -> N
 
 
 def test_body_announced_but_never_sent_times_out(tmp_path, redis_url, mock_upstream) -> None:
-    from tests.router.conftest import make_config
     import yaml
+
+    from tests.router.conftest import make_config
 
     cfg = make_config(mock_upstream.base_url, redis_url, server={"max_body_bytes": 256 * 1024,
                                                                  "body_read_timeout_s": 1.0})
