@@ -36,7 +36,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterat
         cfg = {
             "model_list": [entry("small", 1e-6, 2e-6), entry("reasoner", 4e-6, 8e-6, supports_reasoning=True),
                            entry("big", 10e-6, 20e-6), entry("embed", EMBED_PRICE, 0.0, mode="embedding")],
-            "tiers": {"fast": {"models": ["small"]}, "reasoning": {"models": ["reasoner"]},
+            "tiers": {"fast": {"models": ["small"]}, "cascade": {"models": ["small"]}, "reasoning": {"models": ["reasoner"]},
                       "deliberate": {"models": ["big", "big", "big"], "strategy": "vote", "aggregator": "big"}},
             "redis_url": redis_server.url, "master_key": MASTER,
         }
@@ -170,7 +170,7 @@ def ant(root: str, key: str = MASTER) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=root, api_key=key, max_retries=0)
 
 
-@pytest.mark.parametrize("model", ["triage/fast", "triage/reasoning", "triage/deliberate", "triage/auto"])
+@pytest.mark.parametrize("model", ["triage/fast", "triage/cascade", "triage/reasoning", "triage/deliberate", "triage/auto"])
 def test_anthropic_sdk_text(proxy: tuple[str, MockServer], model: str) -> None:
     root, _ = proxy
     tenant = "ant-" + model.split("/")[1]
@@ -189,7 +189,7 @@ def test_anthropic_sdk_text(proxy: tuple[str, MockServer], model: str) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("model", ["triage/fast", "triage/reasoning", "triage/deliberate"])
+@pytest.mark.parametrize("model", ["triage/fast", "triage/cascade", "triage/reasoning", "triage/deliberate"])
 def test_anthropic_sdk_tool_use(proxy: tuple[str, MockServer], model: str, stream: bool) -> None:
     root, mock = proxy
     tools = [{"name": WEATHER["name"], "description": WEATHER["description"], "input_schema": WEATHER["parameters"]}]
@@ -200,7 +200,9 @@ def test_anthropic_sdk_tool_use(proxy: tuple[str, MockServer], model: str, strea
             r = s.get_final_message()
     else:
         r = client.messages.create(model=model, max_tokens=256, tools=tools, messages=msgs)
-    upstream = {"triage/fast": "mock-small", "triage/reasoning": "mock-reasoner", "triage/deliberate": "mock-big"}[model]
+    upstream = {"triage/fast": "mock-small", "triage/reasoning": "mock-reasoner", "triage/deliberate": "mock-big",
+                "triage/cascade": "mock-small"}[model]
+    # cascade: the cheap answer's tool call is well-formed for its schema, so it is not escalated
     want = mm.tool_calls_for(upstream, msgs, {"tools": [{"type": "function", "function": WEATHER}]},
                              mock.state.settings.disagreement)
     uses = [b for b in r.content if b.type == "tool_use"]
