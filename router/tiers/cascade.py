@@ -182,8 +182,14 @@ async def _cheap_phase(plan: Plan, ctx: ExecContext) -> _Checked:
     async def one(i: int) -> dict[str, Any]:
         params = agent_variation(i, body, native)[0]      # sample i: own seed/temperature, same prompt
         b = {**body, **params}
-        if want_lp:
-            b["logprobs"] = True
+        if want_lp and not body.get("logprobs"):
+            try:
+                return await complete_chain(ctx, plan.models, {**b, "logprobs": True}, max_tokens=plan.max_tokens,
+                                            prompt=p, allowance=allowance, step=Step())
+            except UpstreamError as e:
+                if e.retryable or e.status not in (400, 422):
+                    raise
+                # A provider that refuses `logprobs`: answer without them (the other checks remain).
         return await complete_chain(ctx, plan.models, b, max_tokens=plan.max_tokens, prompt=p,
                                     allowance=allowance, step=Step())
 

@@ -99,6 +99,18 @@ def test_verifier_alone_escalates_exactly_the_wrong_answers(proxy: Proxy) -> Non
         assert rec["streamed"] == (qs.index(q) % 2 == 1)
 
 
+def test_escalation_header_on_non_streamed_answers(proxy: Proxy) -> None:
+    setup(proxy, samples=1)
+    client = proxy.client()
+    seen = set()
+    for q in QUESTIONS[:12]:
+        h = client.chat.completions.with_raw_response.create(
+            model="triage/cascade", messages=[{"role": "user", "content": q}]).headers
+        seen.add(h["x-triage-escalated"].split(":")[0])
+        assert (h["x-triage-model"] == "reasoner") == h["x-triage-escalated"].startswith("yes")
+    assert seen == {"yes", "no"}
+
+
 def test_stream_and_complete_agree(proxy: Proxy) -> None:
     setup(proxy, samples=1)
     client = proxy.client()
@@ -144,3 +156,16 @@ def test_config_errors_name_the_problem(proxy: Proxy) -> None:
     bad["tiers"]["cascade"] = {"models": ["small"], "samples": 1, "strategy": "vote"}
     with pytest.raises(ConfigError, match="strategy"):
         TriageConfig.from_mapping(bad, "t")
+
+
+def test_a_provider_refusing_logprobs_still_gets_checked(proxy: Proxy) -> None:
+    from tests.router.test_routing_e2e import fault
+
+    setup(proxy, samples=0)
+    fault(proxy, "mock-small", "400", count=1)      # the call asking for logprobs is refused
+    client = proxy.client(api_key=proxy.create_key("nolp"))
+    text = ask(proxy, client, QUESTIONS[2])
+    rec = ledger(proxy, "nolp", 1)[0]
+    assert text.startswith("Answer:")
+    assert [c["status"] for c in rec["calls"]][:2][0] != "ok"      # the refused attempt is on the books
+    assert "logprobs" not in rec["decision"]["outcome"]["checks"]
