@@ -36,7 +36,10 @@ def browser() -> Iterator[Any]:
     if exe is None:
         pytest.skip("no chromium binary found (apt-get install -y chromium, or set TRIAGE_CHROMIUM)")
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        except sync_api.Error as e:  # a binary that cannot start here (missing libraries): environment, not the UI
+            pytest.skip(f"chromium at {exe} did not start: {str(e).splitlines()[0]}")
         yield b
         b.close()
 
