@@ -216,7 +216,12 @@ def _compare(kind: str, prompt: str, answers: Sequence[Any], response_format: An
     drop = frozenset(content_tokens(prompt[:4000]))
     toks = [content_tokens(t, drop) or content_tokens(t) for t in texts]
     sims = []
+    pol0 = _polarity(texts[0])
     for t, tok in zip(texts[1:], toks[1:]):
+        pol = _polarity(t)
+        if pol0 is not None and pol is not None:
+            sims.append(float(pol == pol0))     # yes/no, true/false: the verdict is the answer
+            continue
         if not tok or not toks[0]:
             sims.append(float(normalize_text(t) == normalize_text(texts[0])) if t.strip() else None)
             continue
@@ -236,6 +241,15 @@ def _run(run_code: Runner, text: str, prompt: str, calls: list[dict[str, str]]) 
     except Exception:  # noqa: BLE001 - a runner failure only means no execution signal
         return None
     return res if isinstance(res, list) and len(res) == len(calls) else None
+
+
+_POLARITY = re.compile(r"^\W*(yes|no|true|false|correct|incorrect)\b", re.I)
+_POS = {"yes", "true", "correct"}
+
+
+def _polarity(text: str) -> bool | None:
+    m = _POLARITY.match(text[:200])
+    return None if m is None else m.group(1).lower() in _POS
 
 
 def _tool_validity(calls: list[Mapping[str, Any]], tools: Any) -> tuple[bool, list[tuple[str, Any]]]:

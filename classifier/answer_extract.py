@@ -155,6 +155,11 @@ def to_number(s: str) -> Fraction | None:
     return None
 
 
+_BOLD_NUM = re.compile(r"\*\*[^*\n]{0,40}?(-?\$?\d[\d,]*(?:\.\d+)?)[^*\n]{0,40}\*\*")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_CONCLUDE = re.compile(r"\b(therefore|thus|hence|so|in total|altogether|overall|finally|in conclusion)\b", re.I)
+
+
 def extract_final(answer: str) -> tuple[str | None, bool]:
     """(final answer string, explicitly marked?) for math-style answers.
 
@@ -177,6 +182,15 @@ def extract_final(answer: str) -> tuple[str | None, bool]:
             cleaned = _latex_clean(tail.split("\n")[0]).rstrip(".").strip()
             if cleaned:
                 return cleaned, True
+    # Unmarked: a bolded number, else the last number of the last concluding sentence
+    # ("Therefore, she makes $18 a day."), else the last number at all. A trailing note
+    # ("Note: the 4 muffins ...") should not win over the conclusion.
+    bold = _BOLD_NUM.findall(a)
+    if bold:
+        return bold[-1].replace("$", "").strip(), False
+    concl = [seg for seg in _SENTENCES.split(a) if _CONCLUDE.search(seg) and _NUM_RE.search(seg)]
+    if concl:
+        return _NUM_RE.findall(concl[-1])[-1].replace("$", "").strip(), False
     nums = _NUM_RE.findall(a)
     if nums:
         return nums[-1].replace("$", "").strip(), False

@@ -228,3 +228,18 @@ def test_answer_token_logprob_from_openai_entries():
 ])
 def test_softer_commitments(answer, letter):
     assert extract_choice(answer, mcq_options(MCQ)) == letter
+
+
+def test_yes_no_answers_compare_by_verdict():
+    q = "Is the Great Wall of China visible from the Moon with the naked eye?"
+    assert check(q, ["No, because it is too narrow.", "Yes, because it is long."]).signals["agreement"] == 0.0
+    assert check(q, ["No.", "**No** - it is far too narrow to see."]).signals["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("answer,final", [
+    ("She sells 16 - 3 - 4 = 9 eggs at $2.\n\nTherefore, she makes $18 every day.\n\nNote: the 4 muffins are not sold.", "18"),
+    ("Step 1: 3 * 4 = 12.\nStep 2: 12 + 6 = 18.\nShe has **18 apples** left, from 4 baskets.", "18"),
+    ("So, 3 * 4 = 12 muffins are left.", "12"),
+])
+def test_unmarked_final_prefers_the_conclusion(answer, final):
+    assert extract_final(answer)[0] == final
