@@ -126,10 +126,12 @@ def detect_kind(prompt: str, answers: Sequence[Any], response_format: Any = None
     if _schema(response_format)[0]:
         return "json"
     first = trim_continuation(answer_text(answers[0])) if answers else ""
+    # A multiple-choice question about code ("What does this function return? A. ... B. ...")
+    # is answered with a letter, not with code.
+    if mcq_options(prompt) and not re.search(r"```|^\s*def\s", first, re.M):
+        return "mcq"
     if looks_like_code_request(prompt) or re.search(r"```(?:python|py)\b", first):
         return "code"
-    if mcq_options(prompt):
-        return "mcq"
     texts = [answer_text(a).strip() for a in answers]
     if texts and sum(bool(re.fullmatch(r"\(?[A-J][\.\)]?", t)) for t in texts) * 2 > len(texts):
         return "mcq"

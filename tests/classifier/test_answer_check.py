@@ -243,3 +243,9 @@ def test_yes_no_answers_compare_by_verdict():
 ])
 def test_unmarked_final_prefers_the_conclusion(answer, final):
     assert extract_final(answer)[0] == final
+
+
+def test_multiple_choice_about_code_is_mcq():
+    p = "What does this function return for 3?\n```python\ndef f(x):\n    return x * 2\n```\nA. 3\nB. 6\nC. 9\nD. 0\nAnswer:"
+    r = check(p, ["B", "The answer is (B) 6"])
+    assert r.kind == "mcq" and r.signals["agreement"] == 1.0
