@@ -182,7 +182,7 @@ async def routing(request: Request) -> Response:
                   "measured": await _measured(request, v, tenants, since)})
 
 
-_FILTERS = ("key_id", "tier", "model", "status", "virtual_model")
+_FILTERS = ("key_id", "tier", "model", "status", "virtual_model", "kind")
 
 
 async def requests(request: Request) -> Response:

@@ -94,6 +94,11 @@ def test_request_detail_has_decision_calls_and_feedback(proxy: Proxy, seeded: Se
     assert get(proxy, f"/ui/api/requests/{rid}", proxy.master_key, tenant="globex").status_code == 404
     deliberate = get(proxy, f"/ui/api/requests/{seeded.acme_ids[4]}", seeded.acme_key).json()
     assert deliberate["tier"] == "deliberate" and len(deliberate["calls"]) >= 3
+    # refusals are listed on request, never mixed into the requests
+    ref = get(proxy, "/ui/api/requests", seeded.acme_key, kind="refusal").json()["data"]
+    assert len(ref) == 1 and ref[0]["status"].startswith("refused") and ref[0]["cost_usd"] == 0
+    assert all(r["kind"] == "request" for r in get(proxy, "/ui/api/requests", seeded.acme_key).json()["data"])
+    assert get(proxy, "/ui/api/requests", seeded.globex_key, kind="refusal").json()["data"] == []
     # filters
     rows = get(proxy, "/ui/api/requests", proxy.master_key, tier="deliberate").json()["data"]
     assert rows and {r["tier"] for r in rows} == {"deliberate"}

@@ -293,12 +293,15 @@
     if (rest[0]) return detail(main, decodeURIComponent(rest[0]), hashParam("tenant", ""));
     const p = new URLSearchParams(location.hash.split("?")[1] || "");
     const f = {}; ["key_id", "tier", "model", "status", "since", "until"].forEach((k) => (f[k] = p.get(k) || ""));
+    const kind = p.get("kind") || "";
     main.innerHTML = "<h1>Requests</h1>";
     const bar = div(main, "toolbar");
-    bar.innerHTML = Object.keys(f).map((k) => `<label>${k.replace("_id", "")}</label><input data-f="${k}" value="${esc(f[k])}" size="${k === "key_id" ? 18 : 9}">`).join("") +
+    bar.innerHTML = `<select data-f="kind"><option value="">requests</option><option value="refusal" ${kind === "refusal" ? "selected" : ""}>refusals</option></select>` +
+      Object.keys(f).map((k) => `<label>${k.replace("_id", "")}</label><input data-f="${k}" value="${esc(f[k])}" size="${k === "key_id" ? 18 : 9}">`).join("") +
       '<button id="r-go" class="primary">Filter</button>';
+    f.kind = kind;
     $("#r-go").addEventListener("click", () => {
-      const n = {}; bar.querySelectorAll("input").forEach((i) => { if (i.value) n[i.dataset.f] = i.value; });
+      const n = {}; bar.querySelectorAll("input, select").forEach((i) => { if (i.value) n[i.dataset.f] = i.value; });
       location.hash = "#/requests?" + new URLSearchParams(n);
     });
     const d = await api("/ui/api/requests" + q(Object.assign({ limit: 200 }, f)));
@@ -308,7 +311,7 @@
       { label: "Status", html: (r) => statusPill(r.status) }, { key: "prompt_tokens", label: "In", num: true, fmt: num },
       { key: "completion_tokens", label: "Out", num: true, fmt: num }, { key: "calls", label: "Calls", num: true },
       { key: "cost_usd", label: "Cost", num: true, fmt: usd }, { key: "latency_ms", label: "ms", num: true, fmt: (v) => (v == null ? "—" : v.toFixed(0)) }],
-    d.data, { onclick: (r) => (location.hash = "#/requests/" + encodeURIComponent(r.request_id) + (me.role === "master" ? "?tenant=" + encodeURIComponent(r.tenant) : "")) }));
+    d.data, { onclick: (r) => r.kind === "refusal" ? null : (location.hash = "#/requests/" + encodeURIComponent(r.request_id) + (me.role === "master" ? "?tenant=" + encodeURIComponent(r.tenant) : "")) }));
   };
 
   async function detail(main, rid, owner) {
