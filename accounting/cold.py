@@ -207,6 +207,7 @@ class ColdLedger:
             wm = await self.watermark(redis, tenant)
         if wm is None:
             return []
+        assert not isinstance(wm, bool)  # True was resolved above; False is not a watermark
 
         def ls() -> list[str]:
             base = f"{self.root}/tenant={tenant}"

@@ -38,8 +38,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from classifier.answer_code import (analyse_code, code_similarity, definitions_only, looks_like_code_request,
-                                   probes, required_functions, runnable_code)
+from classifier.answer_code import (
+    analyse_code,
+    code_similarity,
+    definitions_only,
+    looks_like_code_request,
+    probes,
+    required_functions,
+    runnable_code,
+)
 from classifier.answer_extract import (
     canonical_json,
     clip,

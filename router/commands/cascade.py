@@ -62,7 +62,7 @@ def score_cmd(
 
     from classifier.answer_check import check
 
-    runner = None
+    runner: Any = None
     if run_code:
         from classifier.training.code_runner import run_code as runner
 
