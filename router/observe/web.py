@@ -10,6 +10,7 @@ exactly its validation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from importlib import resources
 from typing import Any
@@ -115,9 +116,14 @@ async def session(request: Request) -> Response:
 
 
 def classifier_info(clf: Any) -> dict[str, Any]:
+    """Which artifact is routing: its declared version, else a fingerprint of its training metadata,
+    so a retrained artifact (`triage train --out ...`) shows as a different version."""
     meta = getattr(clf, "meta", {}) or {}
-    return {"version": meta.get("version") or "complexity_v1", "trained_on": meta.get("n_fit"),
-            "thresholds": getattr(clf, "thresholds", {})}
+    th = getattr(clf, "thresholds", {})
+    fp = hashlib.sha256(orjson.dumps({"meta": meta, "thresholds": th}, option=orjson.OPT_SORT_KEYS,
+                                     default=str)).hexdigest()[:8]
+    return {"version": str(meta.get("version") or f"complexity/1 {fp}"), "fingerprint": fp,
+            "trained_on": meta.get("n_fit"), "thresholds": th}
 
 
 async def overview(request: Request) -> Response:
