@@ -36,6 +36,7 @@ from .models import (
     Usage,
     from_nusd,
     to_nusd,
+    usd,
 )
 from .prices import PriceBook
 from .redis_client import close_client, make_client
@@ -238,17 +239,10 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
                 cheapest = min(p.estimate_usd for p in plans)
                 raise BudgetExceeded(
                     "per-query cap", cap, cap,
-                    f"Request may cost up to ${cheapest:.6f}, above the per-query cost cap of ${cap:.6f}.",
+                    f"Request may cost up to {usd(cheapest)}, above the per-query cost cap of {usd(cap)}.",
                 )
         try:
-            if principal.tenant not in self._policies:
-                await self._refresh_policies(principal.tenant)
-            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
-            if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
-                await self._refresh_policies(principal.tenant)
-                res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
-                if int(res[0]) == -1:
-                    raise AccountingUnavailable("budget policies changing too fast to admit")
+            res, scope_names, ests = await self._admit_waiting(principal, request_id, plans, idx)
         except AccountingUnavailable:
             if not self.settings.fail_open:
                 raise
@@ -260,12 +254,17 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             )
         if int(res[0]) == 0:
             scope = scope_names[int(res[1]) - 1]
-            remaining, limit = max(0.0, from_nusd(res[2])), from_nusd(res[3])
-            need = plans[idx[int(res[4])]].estimate_usd
+            spent, held, limit = from_nusd(res[2]), from_nusd(res[3]), from_nusd(res[4])
+            need = plans[idx[int(res[5])]].estimate_usd
+            retryable = int(res[6]) == 1
+            why = ("requests in flight hold the rest; retry shortly" if retryable
+                   else "spent money alone leaves too little")
             raise BudgetExceeded(
-                scope, remaining, limit,
-                f"Budget exceeded for {scope}: ${remaining:.6f} remaining of ${limit:.2f}; "
-                f"this request may cost up to ${need:.6f}.",
+                scope, max(0.0, limit - spent - held), limit,
+                f"Budget exceeded for {scope}: spent {usd(spent)}, held by requests in flight {usd(held)}, "
+                f"limit {usd(limit)}, remaining {usd(max(0.0, limit - spent - held))}; this request may cost "
+                f"up to {usd(need)} ({why}).",
+                spent_usd=spent, held_usd=held, retryable=retryable,
             )
         k = int(res[1])
         p = plans[idx[k]]
@@ -284,6 +283,32 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             tier=p.tier, model=p.model, held_scopes=held, reserved_nusd=ests[k],
             store_prompts=principal.store_prompts,
         )
+
+    async def _admit_waiting(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
+                             idx: list[int]) -> tuple[Any, list[str], list[int]]:
+        """Admit; a refusal caused only by holds of requests in flight is retried for up to
+        ``hold_wait_s`` (they settle, usually for less than they held) before it is returned."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.hold_wait_s
+        pause = 0.02
+        while True:
+            res, scope_names, ests = await self._admit_policies(principal, request_id, plans, idx)
+            if int(res[0]) != 0 or int(res[6]) != 1 or loop.time() + pause > deadline:
+                return res, scope_names, ests
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    async def _admit_policies(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
+                              idx: list[int]) -> tuple[Any, list[str], list[int]]:
+        if principal.tenant not in self._policies:
+            await self._refresh_policies(principal.tenant)
+        res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+        if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
+            await self._refresh_policies(principal.tenant)
+            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+            if int(res[0]) == -1:
+                raise AccountingUnavailable("budget policies changing too fast to admit")
+        return res, scope_names, ests
 
     async def _refresh_policies(self, tenant: str) -> None:
         seen = self._policies.get(tenant)

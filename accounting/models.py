@@ -244,13 +244,28 @@ class LedgerRecord(BaseModel):
         return u
 
 
+def usd(x: float) -> str:
+    """Dollars with as many decimals as the amount needs (to the nano-dollar): a $0.003 limit must
+    not print as $0.00."""
+    s = f"{x:.9f}".rstrip("0")
+    whole, _, frac = s.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
 class BudgetExceeded(Exception):
-    def __init__(self, scope: str, remaining_usd: float, limit_usd: float, message: str | None = None):
+    """A refusal. ``retryable``: only holds of requests in flight stand in the way (they settle, and
+    usually for less than they held); otherwise money already spent does, and retrying cannot help."""
+
+    def __init__(self, scope: str, remaining_usd: float, limit_usd: float, message: str | None = None, *,
+                 spent_usd: float | None = None, held_usd: float = 0.0, retryable: bool = False):
         self.scope = scope
         self.remaining_usd = remaining_usd
         self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.held_usd = held_usd
+        self.retryable = retryable
         self.message = message or (
-            f"Budget exceeded for {scope}: ${remaining_usd:.6f} remaining of ${limit_usd:.2f}."
+            f"Budget exceeded for {scope}: {usd(remaining_usd)} remaining of {usd(limit_usd)}."
         )
         super().__init__(self.message)
 

@@ -26,6 +26,9 @@ class AccountingSettings(BaseModel):
     # raises when exhausted, which would trip the breaker on load alone) or opening a connect storm.
     max_connections: int = 512  # a burst should wait on Redis, not on our own pool
     pool_wait_s: float = 5.0
+    # A refusal caused only by other requests' holds waits this long for them to settle before it is
+    # returned (then as retryable: 429 with retry-after and x-should-retry: true).
+    hold_wait_s: float = 1.0
     lease_ttl_s: float = 900.0  # a crashed worker's hold returns to the budget after this
     auth_cache_ttl_s: float = 5.0
     # Every worker polls a version counter bumped by revocations and tenant-setting changes, and drops

@@ -12,8 +12,11 @@
 --       [3i-1]=budget policy hash, [3i]=spend hash, [3i+1]=holds zset
 -- ARGV: 1 member prefix (request id), 2 day, 3 month, 4 lease ttl ms, 5 nscopes, 6 nplans,
 --       7 expected policy-index version, then per plan: estimate (nano-USD), count, scope indices...
--- Returns {1, plan_idx, remaining|-1, held_csv, warnings...} or {0, scope_idx, remaining, limit, plan_idx}
--- or {-1} when the caller's view of the policy index is stale.
+-- Returns {1, plan_idx, remaining|-1, held_csv, warnings...}
+--   or {0, scope_idx, spent, held, limit, plan_idx, retryable} for a refusal: spent is settled money,
+--      held is what requests in flight have reserved; retryable is 1 when some plan would fit on spent
+--      money alone, i.e. the refusal is caused only by holds that will settle (usually for less)
+--   or {-1} when the caller's view of the policy index is stale.
 redis.replicate_commands()
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[7] then return {-1} end
 local t = redis.call('TIME')
@@ -40,8 +43,9 @@ for i = 1, nscopes do
     local field = 't'
     if pol[2] == 'day' then field = 'd:' .. day elseif pol[2] == 'month' then field = 'm:' .. month end
     local v = redis.call('HMGET', sk, field, 'reserved')
+    local spent, held = tonumber(v[1] or '0'), math.max(0, tonumber(v[2] or '0'))
     state[i] = {
-      limit = tonumber(pol[1]), used = tonumber(v[1] or '0') + tonumber(v[2] or '0'),
+      limit = tonumber(pol[1]), used = spent + held, spent = spent, held = held,
       hard = pol[3] ~= 'soft', soft = tonumber(pol[4] or ''),
     }
   end
@@ -49,6 +53,7 @@ end
 
 local pos = 8
 local best = nil -- blocker of the cheapest refused plan, for the error message
+local retryable = 0
 for p = 1, nplans do
   local est = tonumber(ARGV[pos])
   local cnt = tonumber(ARGV[pos + 1])
@@ -56,10 +61,15 @@ for p = 1, nplans do
   for j = 1, cnt do idx[j] = tonumber(ARGV[pos + 1 + j]) end
   pos = pos + 2 + cnt
   local blocker = nil
+  local fits_spent = true
   for _, i in ipairs(idx) do
     local s = state[i]
-    if s and s.hard and s.used + est > s.limit then blocker = i break end
+    if s and s.hard then
+      if s.used + est > s.limit and blocker == nil then blocker = i end
+      if s.spent + est > s.limit then fits_spent = false end
+    end
   end
+  if blocker ~= nil and fits_spent then retryable = 1 end
   if blocker == nil then
     local remaining = -1
     local held = {}
@@ -88,9 +98,9 @@ for p = 1, nplans do
     for _, w in ipairs(warnings) do out[#out + 1] = w end
     return out
   end
-  if best == nil or est < best[4] then
+  if best == nil or est < best[5] then
     local s = state[blocker]
-    best = {blocker, s.limit - s.used, s.limit, est, p - 1}
+    best = {blocker, s.spent, s.held, s.limit, est, p - 1}
   end
 end
-return {0, best[1], best[2], best[3], best[5]}
+return {0, best[1], best[2], best[3], best[4], best[6], retryable}

@@ -157,7 +157,7 @@ class ChatHandler:
             if obs is not None:
                 obs.refused(why, rid, principal.tenant, principal.key_id, model, t0, scope=e.scope)
             await record_refusal(st.accountant, principal, rid, req.model, decision, why, e.message, wf)
-            raise budget_exceeded(e.message) from None
+            raise budget_exceeded(e.message, e.retryable) from None
         except AccountingUnavailable:
             if obs is not None:
                 obs.refused("accounting_unavailable", rid, principal.tenant, principal.key_id, model, t0)

@@ -80,7 +80,7 @@ async def embeddings(request: Request, chat: ChatHandler) -> Response:
         adm = await st.accountant.admit(principal, rid, [PlanEstimate.model_construct(
             tier="passthrough", model=model, estimate_usd=estimate)])
     except BudgetExceeded as e:
-        raise budget_exceeded(e.message) from None
+        raise budget_exceeded(e.message, e.retryable) from None
     except AccountingUnavailable:
         raise unavailable("Budget service unavailable; refusing to spend without admission.", "accounting_unavailable") from None
     ctx = ExecContext(upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,

@@ -67,7 +67,12 @@ def too_large(limit: int) -> ProxyError:
     return ProxyError(413, f"Request body exceeds the {limit} byte limit.", "invalid_request_error", "request_too_large")
 
 
-def budget_exceeded(message: str) -> ProxyError:
+def budget_exceeded(message: str, retryable: bool = False) -> ProxyError:
+    """Final when spent money is the reason (SDKs must not retry); retryable when only holds of requests
+    in flight are (they settle within seconds): retry-after tells the SDK when to try again."""
+    if retryable:
+        return ProxyError(429, message, "budget_exceeded", "budget_exceeded",
+                          headers={"x-should-retry": "true", "retry-after": "1"})
     return ProxyError(429, message, "budget_exceeded", "budget_exceeded", headers={"x-should-retry": "false"})
 
 

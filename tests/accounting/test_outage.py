@@ -127,12 +127,13 @@ async def test_replay_is_idempotent(acct, redis_url):
 
 
 async def test_crashed_worker_lease_expires(redis_url, prices, tmp_path):
-    acct = await Accountant.connect(redis_url, _settings(tmp_path, lease_ttl_s=0.2), prices)
+    acct = await Accountant.connect(redis_url, _settings(tmp_path, lease_ttl_s=0.2, hold_wait_s=0.0), prices)
     plain, _ = await acct.keys.create("lease", budget_usd=0.015, period="total")
     p = await acct.authenticate(plain)
     await acct.admit(p, "crashed", PLAN)  # never settled: the worker "died"
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(BudgetExceeded) as ei:
         await acct.admit(p, "next", PLAN)
+    assert ei.value.retryable  # a hold, not spent money
     await asyncio.sleep(0.3)
     adm = await acct.admit(p, "next", PLAN)  # the dead hold came back to the budget
     assert adm.remaining_usd == pytest.approx(0.005)

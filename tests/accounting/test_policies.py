@@ -45,7 +45,7 @@ async def test_error_names_cheapest_plans_blocker(acct):
     with pytest.raises(BudgetExceeded) as ei:
         await acct.admit(p, "x", PLANS)
     assert ei.value.scope == "tenant:t" and ei.value.limit_usd == pytest.approx(0.001)
-    assert "0.010000" in ei.value.message  # what the cheapest plan needed
+    assert "$0.01 " in ei.value.message  # what the cheapest plan needed
 
 
 async def test_per_query_cap_lowered_never_raised(acct):

@@ -74,6 +74,8 @@ def test_budget_race_four_proxy_processes(tmp_path: Path, redis_url: str, mock_u
         assert statuses.count(200) == 100, f"admitted {statuses.count(200)}"
         assert statuses.count(429) == 400
         rows = ledger_rows(root, "race")
+        assert sum(1 for r in rows if r.get("kind") != "request") == 400  # refusals are ledgered too
+        rows = [r for r in rows if r.get("kind") == "request"]
         assert len(rows) == 100
         assert round(sum(r["cost_usd"] for r in rows), 9) == 1.0
     finally:
