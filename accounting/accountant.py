@@ -71,7 +71,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
         self._feedback = redis.register_script(_lua("feedback.lua"))
         self._refuse = redis.register_script(_lua("refuse.lua"))
         self._renew = redis.register_script(_lua("renew.lua"))
-        self._lengths: dict[str, tuple[float, dict[str, tuple[int, int]]]] = {}
+        self._lengths: dict[str, tuple[float, dict[str, dict[str, int]]]] = {}
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self._keys_watch: asyncio.Task[None] | None = None
         self._replay_lock = asyncio.Lock()
@@ -378,6 +378,8 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             log.warning("ledger write spooled for request %s", record.request_id)
             return False
         self._recent.add(entry)
+        if record.counterfactual_method == "top-tier":
+            self._lengths.pop(record.tenant or adm.tenant, None)  # what the counterfactual learns just grew
         self._maybe_replay()
         return bool(res)
 

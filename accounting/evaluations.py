@@ -31,14 +31,15 @@ class EvaluationMixin:
     prices: PriceBook
     redis: Any
     breaker: CircuitBreaker
-    _lengths: dict[str, tuple[float, dict[str, tuple[int, int]]]]
+    _lengths: dict[str, tuple[float, dict[str, dict[str, int]]]]
 
     def _trim(self, ts: float) -> tuple[str, str]:
         raise NotImplementedError
 
-    async def top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, tuple[int, int]]:
-        """Per complexity bucket: (the tenant's top-tier calls, their completion tokens), learned at settle;
-        cached per tenant for ``max_age_s``."""
+    async def top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, dict[str, int]]:
+        """Per complexity bucket: the tenant's top-tier requests (``reqs``), their calls (``calls``) and
+        those calls' completion (``ct``) and prompt (``pt``) tokens, learned at settle; cached per tenant
+        for ``max_age_s`` (and dropped when this worker settles a top-tier request)."""
         at, cached = self._lengths.get(tenant, (-1e9, {}))
         now = time.monotonic()
         if now - at < max_age_s or not self.breaker.allow():
@@ -48,11 +49,10 @@ class EvaluationMixin:
                 raw = await self.redis.hgetall(rk.top_lengths(tenant))
         except (RedisError, OSError, TimeoutError):
             return cached
-        acc: dict[str, list[int]] = {}
+        out: dict[str, dict[str, int]] = {}
         for k, v in raw.items():
             b, _, metric = _s(k).rpartition("|")
-            acc.setdefault(b, [0, 0])[0 if metric == "calls" else 1] = int(_s(v))
-        out = {b: (c, t) for b, (c, t) in acc.items()}
+            out.setdefault(b, {})[metric] = int(_s(v))
         if len(self._lengths) > 10_000:
             self._lengths.clear()
         self._lengths[tenant] = (now, out)

@@ -228,6 +228,7 @@ class LedgerRecord(BaseModel):
     workflow: str = ""  # client label for reports (x-triage-workflow); never a budget scope
     refused_estimate_nusd: int | None = None  # refusals: the worst case that did not fit
     evaluation: dict[str, Any] | None = None  # shadow rows: the labelled comparison
+    client_prompt_tokens: int | None = None  # top-tier rows: the client's prompt, counted (counterfactual learning)
     ttft_ms: float | None = None
     latency_ms: float | None = None
     streamed: bool = False

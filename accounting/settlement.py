@@ -107,16 +107,18 @@ class SettlementMixin:
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
             amounts += (amt, amt)
         keys += [rk.spend(tenant, sc) for sc in charge]
-        learn_calls = learn_ct = 0
+        learn_calls = learn_ct = learn_pt = learn_cp = 0
         if record.counterfactual_method == "top-tier" and record.status == "ok":
             ok = [c for c in record.calls if c.status == "ok" and not c.estimated]
             learn_calls, learn_ct = len(ok), sum(c.completion_tokens for c in ok)
+            learn_pt = sum(c.prompt_tokens for c in ok)
+            learn_cp = record.client_prompt_tokens or 0
         billed = sum(1 for c in record.calls if c.billed_failure)
         cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
         nums = (adm.reserved_nusd, cost, cf, usage.prompt_tokens, usage.cached_tokens,
                 usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
                 s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
-                learn_calls, learn_ct)
+                learn_calls, learn_ct, learn_pt, learn_cp)
         pre = self.rollup_prefix(kid, record.tier, record.model, bucket, record.workflow)
         strs = (day, month, pre, tenant, kid, record.tier, record.model, bucket)
         args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,

@@ -191,6 +191,26 @@ class AccountingSpec(BaseModel):
     auth_cache_ttl_s: float = Field(default=_acct_default("auth_cache_ttl_s"), ge=0, le=60)
 
 
+class ShadowTenant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rate: float = Field(default=0.0, ge=0, le=1)
+    budget_usd: float = Field(default=0.0, ge=0)  # evaluation spend per UTC month
+
+
+class ShadowSpec(BaseModel):
+    """`shadow:` — shadow sampling (router/shadow.py). Off unless a tenant gets a rate and a budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    rate: float = Field(default=0.0, ge=0, le=1)          # every tenant's default sample rate
+    budget_usd: float = Field(default=0.0, ge=0)          # every tenant's default monthly evaluation budget
+    tenants: dict[str, ShadowTenant] = Field(default_factory=dict)
+    judge_model: str | None = None                        # a model_name; None: rows wait for feedback
+
+    def for_tenant(self, tenant: str) -> tuple[float, float]:
+        t = self.tenants.get(tenant)
+        return (t.rate, t.budget_usd) if t is not None else (self.rate, self.budget_usd)
+
+
 class TriageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_list: list[ModelEntry] = Field(min_length=1)
@@ -206,6 +226,7 @@ class TriageConfig(BaseModel):
     server: ServerSpec = Field(default_factory=ServerSpec)
     accounting: AccountingSpec = Field(default_factory=AccountingSpec)
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec)
     # From LiteLLM's router_settings / litellm_settings (or set here directly).
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     num_retries: int | None = Field(default=None, ge=0, le=10)
@@ -243,6 +264,8 @@ class TriageConfig(BaseModel):
     @model_validator(mode="after")
     def _tiers_reference_models(self) -> "TriageConfig":
         names = {m.model_name for m in self.model_list}
+        if self.shadow.judge_model and self.shadow.judge_model not in names:
+            raise ValueError(f"shadow.judge_model: '{self.shadow.judge_model}' is not a model_name in model_list")
         for tier, spec in self.tiers.items():
             for path, name in spec.referenced_models().items():
                 if name not in names:

@@ -8,6 +8,11 @@ tenant's own top-tier calls in the request's complexity bucket (learned at settl
 ``toplen``). Until a bucket has LEARN_MIN_CALLS such calls, the documented fallback is this request's
 own answer length (its final call's completion tokens) for every call. A request that ran on the top
 tier counts its real cost. Shadow runs (router/shadow.py) measure the same figure for a sample.
+
+Learned (LEARN_MIN_CALLS top-tier calls in the bucket): calls per request x the mean call of the tier's
+models, each call with the bucket's mean output and the bucket's mean call prompt relative to the
+client's prompt (agent roles, quoted answers); so a vote's aggregator counts as often as it really ran.
+Default: every agent, every round and the aggregator, at the request's own answer length (errs high).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ LEARN_MIN_CALLS = 20
 
 
 def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], messages: list[Any],
-                  complexity: float | None, lengths: dict[str, tuple[int, int]], body: dict[str, Any],
+                  complexity: float | None, lengths: dict[str, dict[str, int]], body: dict[str, Any],
                   spent_nusd: int) -> tuple[int, str]:
     """(counterfactual nano-USD, method) for one request."""
     if plan_tier == top_tier:
@@ -35,26 +40,33 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
         return spent_nusd, "none"
     prices = snap.prices
     st = cost.service_tier(body)
-    first = next((c for c in calls if not c.estimated and c.prompt_tokens), None)
-    p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
-    n, ct = lengths.get(complexity_bucket(complexity), (0, 0))
-    if n >= LEARN_MIN_CALLS:
-        out, method = max(1, round(ct / n)), "top-tier-plan:learned"
-    else:
-        final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
-        out, method = max(1, final.completion_tokens if final is not None else 1), "top-tier-plan:default"
 
     def call(model: str, prompt: int, completion: int) -> float:
         return prices.cost(model, Usage(prompt_tokens=prompt, completion_tokens=completion), st)
 
     agents = list(getattr(tt, "agents", None) or [spec.models[0]])
     rounds = int(getattr(tt, "rounds", 1) or 1)
+    agg = getattr(tt, "aggregator", None)
+    seen = lengths.get(complexity_bucket(complexity)) or {}
+    n, reqs, cp = seen.get("calls", 0), seen.get("reqs", 0), seen.get("cp", 0)
+    if n >= LEARN_MIN_CALLS and reqs > 0 and cp > 0:
+        # Learned: this many calls per request, each with the tier's mean output and its mean prompt
+        # relative to the client's (agent roles, quoted answers), over the tier's models.
+        out = max(1, round(seen.get("ct", 0) / n))
+        scale = (seen.get("pt", 0) / n) / (cp / reqs)
+        p = max(1, round(count_prompt_tokens(messages) * scale))
+        models = agents + ([agg] if agg else [])
+        per_call = sum(call(m, p, out) for m in models) / len(models)
+        return to_nusd(n / reqs * per_call), "top-tier-plan:learned"
+    first = next((c for c in calls if not c.estimated and c.prompt_tokens), None)
+    p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
+    final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
+    out = max(1, final.completion_tokens if final is not None else 1)
     usd = sum(call(m, p, out) for m in agents)
-    if len(agents) > 1 or getattr(tt, "aggregator", None):
+    if len(agents) > 1 or agg:
         quoted = p + cost.quoted_tokens(len(agents), out)
         usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
-        agg = getattr(tt, "aggregator", None)
         if agg:
             agg_out = out if getattr(tt, "strategy", None) == "debate" else cost.PICK_TOKENS
             usd += call(agg, quoted, agg_out)
-    return to_nusd(usd), method
+    return to_nusd(usd), "top-tier-plan:default"

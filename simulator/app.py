@@ -25,11 +25,13 @@ Faults (header ``x-mock-fault`` or the control API)
     500/502/503/<any 4xx-5xx>  that status with an OpenAI-shaped error body
     429         rate limited, ``retry-after: <retry_after>`` (default 1)
     timeout     hang until the client goes away (or ``hang_s``), then 504
+    timeout_after  generate the answer (billed, see ``billed``), then hang like ``timeout``
     disconnect  stream: k chunks then drop the connection (no terminating
                 chunk, no [DONE]); non-stream: partial body, then drop
     truncate    stream: k chunks then a clean end without finish/[DONE]
     stall       stream: k chunks then hang (exercises idle timeouts)
-    malformed   non-stream: 200 with invalid JSON; stream: an invalid data event
+    malformed   non-stream: 200 with invalid JSON (the answer was generated: billed); stream: an
+                invalid data event
     json_stream answer a stream request with a plain JSON completion
     error_event stream: k chunks then ``data: {"error": {..., "code": 500}}``;
                 non-stream: 200 with an ``{"error": ...}`` body
@@ -43,7 +45,10 @@ Control API
     GET    /_mock/faults   pending rules.       DELETE /_mock/faults  clear.
     GET    /_mock/stats    {"total", "requests": {model: n}, "paths",
                             "faults_injected", "last": [records],
-                            "last_by_model": {model: record}}; a record is
+                            "last_by_model": {model: record}, "billed": [usage
+                            of every chat answer generated, faults included, as a
+                            provider would invoice it: {model, fault, prompt_tokens,
+                            completion_tokens}]}; a record is
                            {"path", "model", "body", "headers" (no auth),
                             "api_key_sha256" (first 16 hex of sha256 or null)}.
     GET/POST /_mock/settings  read / merge-update MockSettings fields.
@@ -98,7 +103,9 @@ async def chat_completions(state: MockState, body: dict[str, Any], plan: Plan, r
             stream = False
         if fault == "error_event" and not stream:
             return await respond(send, 200, b'{"error":' + _ERROR_OBJ + b"}")
-        if fault == "timeout" or (fault == "stall" and not stream):
+        if fault in ("timeout_after", "malformed") or (fault in ("disconnect", "truncate") and not stream):
+            state.bill(plan, fault)  # generated before it failed: a provider invoices it
+        if fault in ("timeout", "timeout_after") or (fault == "stall" and not stream):
             await wait_disconnect(receive, state.settings.hang_s)
             return await respond(send, 504, openai_error(504, "mock: timed out"))
         if fault == "malformed" and not stream:
@@ -110,6 +117,8 @@ async def chat_completions(state: MockState, body: dict[str, Any], plan: Plan, r
             return  # returning with the response incomplete makes uvicorn drop the connection
     cid = f"chatcmpl-mock{next(state.ids)}"
     created = int(time.time())
+    if not fault or fault in ("json_stream",):
+        state.bill(plan, None)
     if not stream:
         delay = plan.total_delay()
         if delay > 0:

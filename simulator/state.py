@@ -54,6 +54,14 @@ class MockState:
         self.faults_injected: dict[str, int] = {}
         self.last: deque[dict[str, Any]] = deque(maxlen=self.settings.keep_bodies)
         self.last_by_model: dict[str, dict[str, Any]] = {}
+        self.billed: deque[dict[str, Any]] = deque(maxlen=10_000)
+
+    def bill(self, plan: Any, fault: str | None) -> None:
+        """What a provider would invoice for one generated chat answer (streams: the whole answer, even
+        if the client stops reading)."""
+        u = plan.usage()
+        self.billed.append({"model": plan.model, "fault": fault, "prompt_tokens": u.get("prompt_tokens", 0),
+                            "completion_tokens": u.get("completion_tokens", 0)})
 
     def record(self, path: str, model: str, body: Any, headers: dict[str, str], auth: str | None) -> None:
         self.total += 1
@@ -94,6 +102,7 @@ class MockState:
             "requests": self.requests,
             "paths": self.paths,
             "faults_injected": self.faults_injected,
+            "billed": list(self.billed),
             "last": list(self.last),
             "last_by_model": self.last_by_model,
         }

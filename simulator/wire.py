@@ -17,7 +17,7 @@ _dumps = orjson.dumps
 JSON_CT = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _STREAM_FAULTS = ("disconnect", "truncate", "stall")
-_OTHER_FAULTS = ("timeout", "malformed", "json_stream", "error_event")
+_OTHER_FAULTS = ("timeout", "timeout_after", "malformed", "json_stream", "error_event")
 _ERROR_OBJ = b'{"message":"mock: upstream error","type":"server_error","param":null,"code":500}'
 
 

@@ -9,7 +9,7 @@
 --       6 integers, space-separated: held nano-USD, cost nano-USD, counterfactual nano-USD,
 --         prompt, cached, completion, reasoning tokens, nh, ns, done ttl s, retention s,
 --         counterfactual estimated (0|1), billed failed attempts, top-tier calls to learn from,
---         their completion tokens
+--         their completion tokens, their prompt tokens, the client's own prompt tokens (counted)
 --       7 strings, unit-separator (0x1f) joined: day, month, rollup prefix, tenant, key id, tier,
 --         model, complexity bucket
 --       8 nano-USD to charge each of the ns spend hashes, space-separated (model scopes get
@@ -59,7 +59,10 @@ if n[12] == 1 then redis.call('HINCRBY', rk, pre .. 'cfe', 1) end
 if n[13] > 0 then redis.call('HINCRBY', rk, pre .. 'bf', n[13]) end
 redis.call('EXPIRE', rk, n[11])
 if n[14] > 0 then
+  redis.call('HINCRBY', KEYS[5], s[8] .. '|reqs', 1)
   redis.call('HINCRBY', KEYS[5], s[8] .. '|calls', n[14])
   redis.call('HINCRBY', KEYS[5], s[8] .. '|ct', n[15])
+  redis.call('HINCRBY', KEYS[5], s[8] .. '|pt', n[16])
+  redis.call('HINCRBY', KEYS[5], s[8] .. '|cp', n[17])
 end
 return 1

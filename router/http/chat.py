@@ -22,6 +22,7 @@ from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_p
 from classifier import last_user_text
 from router import policy
 from router.config import VIRTUAL_MODELS
+from router import shadow
 from router.counterfactual import top_tier_nusd
 from router.http.auth import authenticate
 from router.http.errors import (
@@ -180,6 +181,8 @@ class ChatHandler:
         meta.workflow = wf
         meta.lease = LeaseKeeper(st.accountant, adm)
         meta.asked_tokens = asked
+        if snap.config.shadow.for_tenant(principal.tenant)[1] > 0:
+            meta.shadow_args = (req, fwd, cls, prompt_tokens)
         executor: Any = EXECUTORS[plan.tier]
         if n > 1 and plan.tier not in N_NATIVE:
             executor = MultiChoice(executor, n)
@@ -216,7 +219,7 @@ class ChatHandler:
             raise
         nusd = ctx.spent_nusd()
         usage_cost(resp.setdefault("usage", {}), nusd)
-        await self._finish(ctx, meta, status="ok")
+        await self._finish(ctx, meta, status="ok", answer=shadow.answer_text(resp))
         return Response(orjson.dumps(resp), media_type="application/json",
                         headers=meta.headers(rid, nusd, ctx, resp.get("model")))
 
@@ -272,7 +275,8 @@ class ChatHandler:
                 status = "cancelled"
                 self._bill_unmetered(ctx, meta, "".join(streamed_text))
             # A client disconnect cancels this task; settling must not be cancelled with it.
-            self.state.spawn(self._finish(ctx, meta, status=status, partial=partial, streamed=True))
+            self.state.spawn(self._finish(ctx, meta, status=status, partial=partial, streamed=True,
+                                          answer="".join(streamed_text) if done else None))
 
     def _bill_unmetered(self, ctx: ExecContext, meta: "_Meta", text: str) -> None:
         """The client left and no executor recorded the call that was streaming: bill what we forwarded,
@@ -287,7 +291,7 @@ class ChatHandler:
                                       cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
 
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
-                      streamed: bool = False) -> None:
+                      streamed: bool = False, answer: str | None = None) -> None:
         if meta.lease is not None:
             meta.lease.stop()
         meta.lengths = await self.state.accountant.top_lengths(meta.principal.tenant)
@@ -302,13 +306,18 @@ class ChatHandler:
         obs = self.state.obs
         if obs is not None:
             obs.finished(rec, meta.adm, meta.t0)
+        if meta.shadow_args is not None and status == "ok" and answer is not None:
+            req, fwd, cls, pt = meta.shadow_args
+            self.state.spawn(shadow.after_serve(self.state, meta.snap, meta.principal, meta.plan.tier,
+                                                meta.decision.complexity, ctx.request_id, req, fwd, cls, pt,
+                                                meta.messages, answer, rec.cost_nusd or ctx.spent_nusd()))
 
 
 class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens")
+                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens", "shadow_args")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -325,8 +334,9 @@ class _Meta:
         self.client_rid: str | None = None
         self.workflow = ""
         self.lease: LeaseKeeper | None = None
-        self.lengths: dict[str, tuple[int, int]] = {}
+        self.lengths: dict[str, dict[str, int]] = {}
         self.asked_tokens: int | None = None
+        self.shadow_args: tuple[Any, ...] | None = None
 
     def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:
@@ -374,6 +384,7 @@ class _Meta:
             model=final.model if final is not None else self.plan.primary_model,
             complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_nusd=cf_nusd,
             counterfactual_method=cf_method, workflow=self.workflow,
+            client_prompt_tokens=count_prompt_tokens(self.messages) if cf_method == "top-tier" else None,
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
             estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
             decision={
