@@ -54,6 +54,10 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class MissingExtra(RuntimeError):
+    """An optional dependency this operation needs is not installed; the message says which extra."""
+
+
 def parse_by(by: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """'tier', 'tier,model' or ['tier', 'model'] -> ('tier', 'model'); unknown names are a ValueError."""
     if not by:
@@ -309,8 +313,11 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
             w.writerow({k: ("" if v is None else _cell(v)) for k, v in _decimal_money(r).items()})
         data = buf.getvalue().encode()
     elif fmt == "parquet":
-        import pyarrow as pa  # noqa: PLC0415 - optional, export only
-        import pyarrow.parquet as pq  # noqa: PLC0415
+        try:
+            import pyarrow as pa  # noqa: PLC0415 - optional, export only
+            import pyarrow.parquet as pq  # noqa: PLC0415
+        except ImportError:
+            raise MissingExtra("parquet export needs the [parquet] extra: pip install 'triage-gateway[parquet]'") from None
 
         dec = pa.decimal128(20, 9)  # exact dollars to the nano-dollar
         schema = pa.schema([

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from router.commands.extras import require
+
 err = Console(stderr=True)
 out = Console()
 if not out.is_terminal:
@@ -353,6 +355,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("format must be jsonl, csv or parquet")
         if fmt == "parquet" and output is None:
             raise typer.BadParameter("parquet needs --out FILE")
+        if fmt == "parquet":
+            require("parquet", "triage ledger export --format parquet", "pyarrow")
         cl = resolve_cold(cold, config)
         rows = _run(resolve_redis_url(redis_url, config, state_dir),
                     lambda r: reports.export_rows(r, tenant, since, cold=cl))

@@ -9,6 +9,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from router.commands.extras import require
+
 
 def _paths(data: list[str] | None, extra: list[str] | None) -> list[str]:
     # `--data a b c` works: typer binds `a` to --data and the rest land in `extra`.
@@ -70,6 +72,7 @@ def train_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the cost/quality PNG."),
 ) -> None:
     """Train the classifier and print the held-out report."""
+    require("train", "triage train", "sklearn", "matplotlib")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -113,6 +116,7 @@ def eval_cmd(
     lofo: bool = typer.Option(False, "--lofo", help="Leave-one-file-out instead: retrain with each routing file held out whole."),
 ) -> None:
     """AUROC, APGR, cost saved at 95% quality and ECE on the held-out split, vs baselines."""
+    require("train", "triage eval", "sklearn", "matplotlib")
     if lofo:
         from classifier.training.lofo import main as lofo_main
 

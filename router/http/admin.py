@@ -20,7 +20,7 @@ from accounting.budgets import build_scope, check_policy, scope_parts, validate_
 from accounting.ids import is_request_id
 from accounting.models import AccountingUnavailable, TenantMismatch
 from accounting.names import MAX_USD, TENANT_RULE, is_key_id, is_tenant
-from router.http.errors import bad_request, forbidden, not_found, unauthorized, unavailable
+from router.http.errors import ProxyError, bad_request, forbidden, not_found, unauthorized, unavailable
 
 admin_router = APIRouter()
 _SCOPE_PREFIX = re.compile(r"(tenant|key):[A-Za-z0-9_.@-]{1,128}(:(tier|model):[^\s{}]{1,200})?")
@@ -283,7 +283,11 @@ async def ledger_export(request: Request, tenant: str | None = None, since: str 
         rows = await reports.export_rows(acct.redis, tenant, since, cold=acct.cold)
     except ValueError as e:
         raise bad_request(str(e), param="since") from None
-    return Response(reports.write_export(rows, format), media_type=_MEDIA[format])
+    try:
+        data = reports.write_export(rows, format)
+    except reports.MissingExtra as e:
+        raise ProxyError(501, str(e), "invalid_request_error", "format_unavailable", "format") from None
+    return Response(data, media_type=_MEDIA[format])
 
 
 async def usage(request: Request) -> Response:

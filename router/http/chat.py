@@ -351,7 +351,7 @@ class _Meta:
             "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
         }
         esc = ctx.outcome.get("escalated") if ctx is not None else None
-        if esc is not None:   # cascade: known once the check ran (non-streamed responses)
+        if esc is not None and ctx is not None:   # cascade: known once the check ran (non-streamed responses)
             h["x-triage-escalated"] = ("yes: " + ", ".join(ctx.outcome.get("why") or [])) if esc else "no"
         sent = self.plan.max_tokens
         if self.asked_tokens is not None and sent is not None and sent < self.asked_tokens:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -27,10 +26,8 @@ def test_artifact_is_plain_json_not_pickle():
     assert DEFAULT_ARTIFACT.stat().st_size < 20 * 1024 * 1024
 
 
-def test_load_is_cheap_and_thresholds_ordered():
-    t = time.perf_counter()
-    clf = Classifier.load()
-    assert time.perf_counter() - t < 2.0          # generous; the bench reports the real figure
+def test_loads_with_ordered_thresholds():
+    clf = Classifier.load()  # load time: bench/classifier_bench.py
     th = clf.thresholds
     assert 0 < th["reasoning"] < th["deliberate"] < 1
 

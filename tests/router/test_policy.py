@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import pytest
@@ -243,19 +242,6 @@ def test_reload_changes_decisions_and_tables_are_per_config(env):
     # stale tables passed with a new config are not used
     d3 = policy.decide(REQ, RAW, cls(0.6, "reasoning"), None, cfg2, prices2, P, tables=tables)
     assert d3.plans[0].tier == "fast"
-
-
-def test_decide_latency(env):
-    cfg, prices, tables = env
-    c = cls(0.9, "deliberate")
-    for cap in (None, 0.01):
-        n = 3000
-        t0 = time.perf_counter()
-        for _ in range(n):
-            policy.decide(REQ, RAW, c, cap, cfg, prices, P, tables=tables)
-        us = (time.perf_counter() - t0) / n * 1e6
-        print(f"decide() deliberate cap={cap}: {us:.1f} us")
-        assert us < 150  # target < 50 us; loose bound for slow CI machines
 
 
 def test_session_pins_ttl_and_capacity(monkeypatch):

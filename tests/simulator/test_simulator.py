@@ -203,11 +203,9 @@ def test_stream_faults_on_the_wire(srv):
 
 
 def test_timeout_fault_hangs_until_client_gives_up(srv):
-    t = time.perf_counter()
     with pytest.raises(httpx.TimeoutException):
         httpx.post(srv.root_url + "/v1/chat/completions", json={"model": "mock-fast", "messages": msgs("x")},
                    headers={"x-mock-fault": "timeout"}, timeout=0.3)
-    assert time.perf_counter() - t < 3
 
 
 def test_models_health_and_bad_requests(srv):

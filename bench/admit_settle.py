@@ -1,6 +1,6 @@
 """Microbenchmark: admit + settle round trips against a real Redis.
 
-    python -m tests.accounting.bench_admit_settle [--redis-url URL] [-n 2000] [-c 32]
+    python bench/admit_settle.py [--redis-url URL] [-n 2000] [-c 32]
 
 Without --redis-url it starts a private EmbeddedRedis. Reports sequential
 per-call latency (p50/p99) and concurrent admit+settle pairs per second from
