@@ -74,7 +74,8 @@ async def judge(state: Any, snap: Any, model: str, question: str, answer: str, r
     p = estimate_prompt_tokens(msgs)
     ctx = ExecContext(upstream=state.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
                       body=body, budget_usd=0.0)
-    allowance = cost.chain_cost(cost.rates(snap.prices, [model], p), p, JUDGE_MAX_TOKENS)
+    # a hair over the worst case: sizing divides by the output rate and must land on JUDGE_MAX_TOKENS
+    allowance = cost.chain_cost(cost.rates(snap.prices, [model], p), p, JUDGE_MAX_TOKENS) * 1.01
     try:
         resp = await complete_chain(ctx, [model], body, max_tokens=JUDGE_MAX_TOKENS, prompt=p, allowance=allowance)
     except Exception as e:  # noqa: BLE001 - a judge failure leaves the row unjudged
