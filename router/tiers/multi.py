@@ -20,8 +20,16 @@ from router.tiers.fast import chunk_base, usage_chunk, usage_totals
 
 def _subs(ctx: ExecContext, n: int) -> list[ExecContext]:
     body = {k: v for k, v in ctx.body.items() if k != "n"}
-    return [dataclasses.replace(ctx, body=body, budget_usd=ctx.budget_usd / n, calls=[], transcript=[])
+    return [dataclasses.replace(ctx, body=body, budget_usd=ctx.budget_usd / n, calls=[], transcript=[], outcome={})
             for _ in range(n)]
+
+
+def _merge(ctx: ExecContext, subs: list[ExecContext]) -> None:
+    """Each execution's calls join the request's; their outcomes (agreement, escalation) are kept per choice."""
+    for s in subs:
+        ctx.calls.extend(s.calls)
+    if any(s.outcome for s in subs):
+        ctx.outcome["choices"] = [s.outcome for s in subs]
 
 
 class MultiChoice:
@@ -38,8 +46,7 @@ class MultiChoice:
         try:
             results = await asyncio.gather(*(self.inner.complete(plan, s) for s in subs), return_exceptions=True)
         finally:
-            for s in subs:
-                ctx.calls.extend(s.calls)
+            _merge(ctx, subs)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
@@ -99,6 +106,5 @@ class MultiChoice:
                 if not t.done():
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for s in subs:
-                ctx.calls.extend(s.calls)
+            _merge(ctx, subs)
         yield usage_chunk(ctx, template, model)

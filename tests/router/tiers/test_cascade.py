@@ -169,3 +169,13 @@ def test_a_provider_refusing_logprobs_still_gets_checked(proxy: Proxy) -> None:
     assert text.startswith("Answer:")
     assert [c["status"] for c in rec["calls"]][:2][0] != "ok"      # the refused attempt is on the books
     assert "logprobs" not in rec["decision"]["outcome"]["checks"]
+
+
+def test_n_choices_each_checked_and_recorded(proxy: Proxy) -> None:
+    setup(proxy, samples=1)
+    client = proxy.client(api_key=proxy.create_key("nch"))
+    r = client.chat.completions.create(model="triage/cascade", n=2,
+                                       messages=[{"role": "user", "content": QUESTIONS[3]}])
+    assert len(r.choices) == 2
+    out = ledger(proxy, "nch", 1)[0]["decision"]["outcome"]
+    assert len(out["choices"]) == 2 and all("escalated" in c for c in out["choices"])
