@@ -146,5 +146,8 @@ async def run(state: Any, snap: Any, principal: Any, served_tier: str, complexit
             "prompt": question if principal.store_prompts else None,
         },
     )
-    await acct.record_evaluation(rec)
+    if await acct.record_evaluation(rec):
+        obs = getattr(state, "obs", None)
+        if obs is not None:
+            obs.evaluated(rec)  # triage_shadow_runs_total / triage_shadow_cost_usd_total
     return rec

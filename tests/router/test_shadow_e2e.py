@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import orjson
 import pytest
 import redis as redis_sync
@@ -77,6 +78,13 @@ def test_shadow_rows_label_measure_and_export(sh: Proxy) -> None:
     requests = [r for r in _ledger(sh, "sh") if r["kind"] == "request"]
     assert int(rd.hget(rk.spend("sh", rk.scope_tenant("sh")), "t")) == sum(r["cost_nusd"] for r in requests)
     assert int(rd.hget(rk.spend("sh", rk.scope_eval("sh")), "t")) == sum(r["cost_nusd"] for r in rows)
+    # and /metrics counts the same runs and spend
+    from tests.router.test_observe_metrics import parse, total  # noqa: PLC0415
+
+    prom = parse(httpx.get(f"{sh.root_url}/metrics").text)
+    assert total(prom, "triage_shadow_runs_total") == len(rows)
+    assert total(prom, "triage_shadow_runs_total", served_tier="fast", shadow_tier="deliberate") == 8
+    assert total(prom, "triage_shadow_cost_usd_total") == pytest.approx(sum(r["cost_usd"] for r in rows), abs=1e-9)
     rep = sh.admin("GET", "/admin/ledger/report", params={"tenant": "sh", "since": "1d", "by": "tier"}).json()
     m = rep["measured"]
     fast = next(t for t in m["by_tier"] if t["tier"] == "fast")
