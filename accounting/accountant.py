@@ -10,7 +10,6 @@ is replayed, idempotently, once Redis answers again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import redis_keys as rk
+from .auth_cache import AuthMixin
 from .breaker import CircuitBreaker
 from .budgets import BudgetStore
 from .evaluations import EvaluationMixin
@@ -53,7 +53,7 @@ log = logging.getLogger("triage.accounting")
 __all__ = ["Accountant", "AccountingSettings", "complexity_bucket"]
 
 
-class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
+class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin):
     def __init__(self, redis: Any, settings: AccountingSettings, prices: PriceBook):
         self.redis = redis
         self.settings = settings
@@ -163,60 +163,6 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
         asynchronous), so spool them; replay re-applies only those missing (the done marker)."""
         self.spool.extend(self._recent.drain())
 
-    # -- keys -----------------------------------------------------------------------------------
-
-    def _watch_key_changes(self) -> None:
-        t = self._keys_watch
-        if t is None or t.done():
-            t = self._keys_watch = asyncio.get_running_loop().create_task(self._poll_key_changes())
-            self._bg.add(t)
-            t.add_done_callback(self._bg.discard)
-
-    async def _poll_key_changes(self) -> None:
-        seen: int | None = None
-        while True:
-            if self.breaker.allow():
-                try:
-                    async with asyncio.timeout(self.settings.redis_timeout_s):
-                        v = await self.keys.version()
-                    if v != seen:
-                        if seen is not None:
-                            self._auth_cache.clear()
-                        seen = v
-                except (RedisError, OSError, TimeoutError):
-                    pass
-            await asyncio.sleep(self.settings.auth_sync_interval_s)
-
-    async def authenticate(self, api_key: str) -> Principal | None:
-        self._watch_key_changes()
-        h = hashlib.sha256(api_key.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._auth_cache.get(h)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        if not self.breaker.allow():
-            if hit is not None:
-                return hit[1]  # stale beats refusing every client during an outage
-            if not await self.breaker.usable(self._probe):
-                raise AccountingUnavailable("accounting store unavailable (circuit open)")
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                p = await self.keys.lookup(api_key)
-        except (RedisError, OSError, TimeoutError) as e:
-            self.breaker.failure()
-            if hit is not None:
-                return hit[1]
-            raise AccountingUnavailable("accounting store unavailable") from e
-        self.breaker.success()
-        if len(self._auth_cache) > 100_000:
-            self._auth_cache.clear()
-        # unknown keys are cached briefly too, so a flood of bad keys can't hammer Redis
-        self._auth_cache[h] = (now + (self.settings.auth_cache_ttl_s if p else 1.0), p)
-        return p
-
-    def invalidate_auth_cache(self) -> None:
-        self._auth_cache.clear()
-
     # -- admission ------------------------------------------------------------------------------
 
     @staticmethod
@@ -268,7 +214,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             )
         k = int(res[1])
         p = plans[idx[k]]
-        held = [scope_names[int(j) - 1] for j in _s(res[3]).split(",") if j]
+        held_scopes = [scope_names[int(j) - 1] for j in _s(res[3]).split(",") if j]
         warnings: list[str] = []
         for w in res[4:]:
             j, used = _s(w).split(":")
@@ -280,7 +226,7 @@ class Accountant(SettlementMixin, EvaluationMixin, FeedbackMixin):
             request_id=request_id, plan_index=idx[k], reserved_usd=from_nusd(ests[k]),
             remaining_usd=None if rem < 0 else from_nusd(rem),
             soft_warnings=warnings, tenant=principal.tenant, key_id=principal.key_id,
-            tier=p.tier, model=p.model, held_scopes=held, reserved_nusd=ests[k],
+            tier=p.tier, model=p.model, held_scopes=held_scopes, reserved_nusd=ests[k],
             store_prompts=principal.store_prompts,
         )
 

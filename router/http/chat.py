@@ -20,9 +20,8 @@ from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Pr
 from accounting.models import AccountingUnavailable, Usage
 from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_prompt_tokens
 from classifier import last_user_text
-from router import policy
+from router import policy, shadow
 from router.config import VIRTUAL_MODELS
-from router import shadow
 from router.counterfactual import top_tier_nusd
 from router.http.auth import authenticate
 from router.http.errors import (

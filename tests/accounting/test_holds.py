@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 import redis.asyncio as aredis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from accounting import Accountant, AccountingSettings, BudgetExceeded, LedgerRecord, PlanEstimate
 from accounting import redis_keys as rk

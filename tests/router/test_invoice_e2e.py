@@ -25,7 +25,6 @@ from accounting import redis_keys as rk
 from accounting.models import NANO, to_nusd
 from accounting.tokens import count_prompt_tokens, estimate_prompt_tokens
 from simulator.server import MockServer
-from simulator.state import MockSettings
 from tests.router.conftest import MASTER, Proxy, make_config, start_proxy
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -294,7 +293,7 @@ def test_hold_renewed_while_a_long_request_lives(tmp_path: Path, redis_url: str,
         holds = rk.holds("long", f"key:{kid}")
         out: dict[str, Any] = {}
 
-        def slow() -> None:
+        def slow(p: Any = p, key: str = key, out: dict[str, Any] = out) -> None:  # bound now, not at call time
             out["a"] = p.client(key, timeout=60).chat.completions.create(
                 model="big", max_tokens=300, messages=[{"role": "user", "content": "take your time"}])
 
