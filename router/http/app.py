@@ -32,6 +32,7 @@ from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.http.completions import completions
 from router.http.embeddings import embeddings
+from router.http import openapi
 from router.http.errors import ProxyError, bad_request, error_body, forbidden, not_found, too_large, unauthorized
 from router.http.responses import responses
 from router.observe import web as review_web
@@ -239,6 +240,16 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
+    openapi_doc: dict[str, Any] = {}
+
+    async def openapi_json(request: Request) -> Response:
+        st: AppState = request.app.state.triage
+        if not st.snapshot.config.server.openapi:
+            raise not_found("Unknown path /openapi.json.", code="not_found")
+        if not openapi_doc:
+            openapi_doc.update(openapi.build(app, app.version))
+        return _json(openapi_doc)
+
     async def readyz(request: Request) -> Response:
         st: AppState = request.app.state.triage
         redis_ok = await st.accountant.ready()
@@ -269,6 +280,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
         app.router.routes.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
         app.router.routes.append(Route(prefix + "/models/{model_id:path}", get_model, methods=["GET"]))
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
+    app.router.routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/admin/reload", reload, methods=["POST"]))
     app.include_router(admin_router)
