@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -40,9 +39,9 @@ from .models import (
 )
 from .prices import PriceBook
 from .redis_client import close_client, make_client
+from .refusals import RefusalMixin
 from .settings import AccountingSettings, complexity_bucket
 from .settings import as_str as _s
-from .settings import clean as _clean
 from .settings import lua as _lua
 from .settings import today as _today
 from .settlement import SettlementMixin
@@ -53,7 +52,7 @@ log = logging.getLogger("triage.accounting")
 __all__ = ["Accountant", "AccountingSettings", "complexity_bucket"]
 
 
-class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin):
+class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, RefusalMixin):
     def __init__(self, redis: Any, settings: AccountingSettings, prices: PriceBook):
         self.redis = redis
         self.settings = settings
@@ -342,39 +341,6 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin):
             await self._call(self._release, keys, [f"{adm.request_id}|{adm.reserved_nusd}", adm.reserved_nusd])
         except AccountingUnavailable:
             pass  # the lease expires on its own; nothing was spent
-
-    async def refuse(self, record: LedgerRecord, estimate_nusd: int, reason: str = "budget_exceeded") -> None:
-        """Ledger a refused request (no cost, the reason, the estimate that did not fit). Best effort:
-        a refusal is answered whether or not Redis takes the row."""
-        record.kind = "refusal"
-        record.status = "refused"
-        record.cost_nusd, record.cost_usd = 0, 0.0
-        record.counterfactual_nusd, record.counterfactual_cost_usd = 0, 0.0
-        record.refused_estimate_nusd = estimate_nusd
-        record.prompt = None
-        if record.ts is None:
-            record.ts = time.time()
-        day, _ = _today(datetime.fromtimestamp(record.ts, timezone.utc))
-        pre = self.rollup_prefix(record.key_id, record.tier, record.model, complexity_bucket(record.complexity),
-                                 record.workflow)
-        trim_kind, trim_arg = self._trim(record.ts)
-        try:
-            await self._call(self._refuse, [rk.ledger(record.tenant), rk.rollup(record.tenant, day)],
-                             [record.request_id, record.model_dump_json(), trim_kind, trim_arg, pre, estimate_nusd,
-                              self.settings.ledger_retention_days * 86400 + 86400, _clean(reason)])
-        except AccountingUnavailable:
-            log.warning("refusal of request %s not ledgered: accounting store unavailable", record.request_id)
-
-    async def renew(self, adm: Admission) -> bool:
-        """Push a live request's hold expiry one lease further; False if no hold was left to renew."""
-        if not adm.held_scopes:
-            return True
-        try:
-            n = await self._call(self._renew, [rk.holds(adm.tenant, sc) for sc in adm.held_scopes],
-                                 [f"{adm.request_id}|{adm.reserved_nusd}", self._lease_ms])
-        except AccountingUnavailable:
-            return True  # cannot tell; the next renewal tries again
-        return int(n) > 0
 
     # -- spool ----------------------------------------------------------------------------------
 

@@ -31,7 +31,15 @@ from router.http.errors import (
     unavailable,
     upstream_failed,
 )
-from router.http.metering import LeaseKeeper, cost_comment, cost_headers, record_refusal, usage_cost, workflow
+from router.http.metering import (
+    LeaseKeeper,
+    cost_comment,
+    cost_headers,
+    record_refusal,
+    refusal_below_cap,
+    usage_cost,
+    workflow,
+)
 from router.http.request import check_output_cap, parse_cap, read_body, read_json
 from router.http.schemas import validate_chat
 from router.http.sse import DONE_EVENT, encode
@@ -140,10 +148,16 @@ class ChatHandler:
             pinned = st.sessions.get(principal.tenant, session) or await shared_tier(st.accountant, principal.tenant, session)
         n = req.n or 1
         # n choices share the cap: knobs are fitted to cap/n per choice, then every hold is scaled by n
-        decision: Decision = policy.decide(
-            req, raw, cls, cap / n if (cap is not None and n > 1) else cap, cfg, snap.prices, prompt_tokens,
-            forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
-        )
+        try:
+            decision: Decision = policy.decide(
+                req, raw, cls, cap / n if (cap is not None and n > 1) else cap, cfg, snap.prices, prompt_tokens,
+                forced_tier=forced_tier, concrete_model=concrete, tables=snap.policy_tables, pinned_tier=pinned,
+            )
+        except ProxyError as e:
+            if e.code == "cost_cap_below_minimum":  # denied demand too: ledgered like a budget refusal
+                await refusal_below_cap(st.accountant, principal, rid, req.model, cls.complexity, e.message,
+                                        workflow(request, raw))
+            raise
         if n > 1:
             decision.cap_usd = cap
             scale_for_choices(decision, n)

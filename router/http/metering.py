@@ -68,6 +68,22 @@ async def record_refusal(acct: Any, principal: Principal, rid: str, virtual_mode
         log.exception("ledgering refusal %s failed", rid)
 
 
+_AT_LEAST = re.compile(r"at least \$([0-9]+(?:\.[0-9]+)?)")
+
+
+async def refusal_below_cap(acct: Any, principal: Principal, rid: str, virtual_model: str, complexity: float,
+                            message: str, wf: str) -> None:
+    """A per-query cap below the cheapest possible answer (a 400): ledgered with that cheapest answer."""
+    m = _AT_LEAST.search(message)
+    rec = LedgerRecord(request_id=rid, key_id=principal.key_id, tenant=principal.tenant,
+                       virtual_model=virtual_model, complexity=complexity,
+                       reason=f"cost_cap_below_minimum: {message}"[:300], workflow=wf)
+    try:
+        await acct.refuse(rec, to_nusd(float(m.group(1))) if m else 0, "cost_cap_below_minimum")
+    except Exception:
+        log.exception("ledgering refusal %s failed", rid)
+
+
 class LeaseKeeper:
     """Renews a request's holds every third of the lease while the request lives, so a long debate or
     stream never outlives its hold (which would let another request spend the same money)."""

@@ -280,11 +280,22 @@ def test_refusals_are_in_the_ledger_and_the_report(inv: Proxy) -> None:
     assert rows[0]["refused_estimate_nusd"] > 0 and "budget" in rows[0]["reason"].lower()
     rep = inv.admin("GET", "/admin/ledger/report", params={"tenant": "broke", "since": "1d"}).json()
     assert rep["totals"]["refused"] == 1 and rep["totals"]["cost_nusd"] == 0
+    # a per-query cap below the cheapest answer is denied demand too
+    key2 = inv.create_key("capped")
+    with pytest.raises(openai.BadRequestError):
+        inv.client(key2).chat.completions.create(model="triage/fast", max_tokens=64,
+                                                 extra_headers={"x-triage-max-cost": "0.000000001"},
+                                                 messages=[{"role": "user", "content": "cheap please"}])
+    row, = _ledger(inv, "capped")
+    assert row["kind"] == "refusal" and row["reason"].startswith("cost_cap_below_minimum")
+    assert row["refused_estimate_nusd"] > 0
 
 
 def test_hold_renewed_while_a_long_request_lives(tmp_path: Path, redis_url: str, mock_upstream: MockServer) -> None:
     cfg = _config(mock_upstream, redis_url, accounting={"lease_ttl_s": 0.6})
-    for p in _start(tmp_path, cfg, mock_upstream, redis_url):
+    gen = _start(tmp_path, cfg, mock_upstream, redis_url)
+    p = next(gen)
+    try:
         mock_upstream.update_settings(model_overrides={"mock-big": {"latency_ms": 3000}})
         # one ~$0.0062 worst case fits; what is left then pays for no smaller plan either
         key = p.create_key("long", budget_usd=0.0065, period="total")
@@ -317,6 +328,8 @@ def test_hold_renewed_while_a_long_request_lives(tmp_path: Path, redis_url: str,
         t.join(30)
         assert out["a"].choices[0].message.content
         assert rd.zcard(holds) == 0
+    finally:
+        gen.close()
 
 
 # ---------------------------------------------------------------- savings
