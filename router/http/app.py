@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from accounting.ids import new_request_id
 from router.config import VIRTUAL_MODELS, ConfigError, ServerSpec, TriageConfig
+from router.http import openapi
 from router.http.admin import admin_router
 from router.http.anthropic import count_tokens as anthropic_count_tokens
 from router.http.anthropic import messages as anthropic_messages
@@ -32,7 +33,6 @@ from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.http.completions import completions
 from router.http.embeddings import embeddings
-from router.http import openapi
 from router.http.errors import ProxyError, bad_request, error_body, forbidden, not_found, too_large, unauthorized
 from router.http.responses import responses
 from router.observe import web as review_web
