@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -66,10 +65,8 @@ async def test_redis_killed_mid_load_ledger_equals_served(tmp_path, prices):
             await request(i)
 
     chaos_task = asyncio.create_task(chaos())
-    t0 = time.monotonic()
     await asyncio.gather(*(bounded(i) for i in range(600)))
     await chaos_task
-    assert time.monotonic() - t0 < 60
     assert served == 600
     assert failed_open > 0, "the outage never reached admission"
     assert acct.spool.pending() > 0, "nothing was spooled: the kill missed the settle path"
@@ -98,12 +95,10 @@ async def test_fail_closed_is_bounded_and_breaker_opens(tmp_path, prices):
     plain, _ = await acct.keys.create("fc")
     p = await acct.authenticate(plain)
     srv.kill()
-    t0 = time.monotonic()
     for i in range(20):
         with pytest.raises(AccountingUnavailable):
             await acct.admit(p, f"x{i}", PLAN)
-    assert time.monotonic() - t0 < 3.0  # bounded timeouts + breaker: not 20 x a hung socket
-    assert acct.breaker.state == "open"
+    assert acct.breaker.state == "open"  # how long the refusals take: bench/outage_bound.py
     assert await acct.authenticate(plain) == p  # cached principal still answers during the outage
     assert not await acct.ready()
     await acct.close()

@@ -204,14 +204,12 @@ def test_body_announced_but_never_sent_times_out(tmp_path, redis_url, mock_upstr
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                 s.sendall(f"POST {target} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                           f"authorization: Bearer sk-test-master-0123456789\r\ncontent-length: 1000\r\n\r\n{{".encode())
-                t0 = time.monotonic()
-                data = b""
+                data = b""  # the socket's own 30 s timeout fails the test if the connection is held
                 while b"\r\n\r\n" not in data:
                     got = s.recv(65536)
                     if not got:
                         break
                     data += got
-                assert time.monotonic() - t0 < 25, "the connection must not be held forever"
                 head, _, rest = data.partition(b"\r\n\r\n")
                 assert head.split(b" ")[1] == b"408", head
     finally:

@@ -83,6 +83,18 @@ def _shaped(response, anthropic: bool = False) -> None:
         assert body["error"]["message"]
 
 
+def _checker(root: str, op):
+    anthropic = "/messages" in op.path
+
+    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy())
+    def check(case) -> None:
+        _shaped(case.call(base_url=root, headers={"authorization": f"Bearer {MASTER}"}, timeout=30),
+                anthropic=anthropic)
+
+    return check
+
+
 SKIP = ("/ui", "/metrics", "/admin/reload")  # HTML/Prometheus text, and a reload of the fixture's own config
 
 
@@ -95,14 +107,8 @@ def test_schemathesis_no_5xx_every_error_shaped(live: Proxy, api_schema) -> None
         if op.path == "/" or op.path.startswith(SKIP):
             continue
 
-        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(case=op.as_strategy())
-        def check(case) -> None:
-            _shaped(case.call(base_url=live.root_url, headers={"authorization": f"Bearer {MASTER}"}, timeout=30),
-                    anthropic="/messages" in op.path)  # noqa: B023 - check() runs inside this iteration
-
         try:
-            check()
+            _checker(live.root_url, op)()
             ran += 1
         except AssertionError as e:
             failures.append(f"{op.method.upper()} {op.path}: {str(e)[:300]}")

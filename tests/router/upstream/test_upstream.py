@@ -131,7 +131,7 @@ async def test_complete_fault_mapping(up, dep, srv, fault, kind, status, upstrea
     if fault == "429":
         assert e.retry_after == 3.0
     if fault == "timeout":
-        assert 1.9 < time.perf_counter() - t < 4
+        assert time.perf_counter() - t > 1.9  # the configured timeout was waited for (no upper bound: bench/)
     # the pooled session is still healthy afterwards
     assert (await up.complete(dep, req()))["usage"]["prompt_tokens"] > 0
 
