@@ -22,7 +22,7 @@ What differs per tier (knobs, ladder, estimate) lives in the tier's module
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from router.config import TriageConfig
 from router.http.errors import ProxyError
@@ -32,11 +32,36 @@ from router.tiers.reasoning import STEP_TOKENS, THINK_STEPS
 from router.tiers.registry import DEFAULT_QUALITY, LEVELS, TIER_RANK, TIERS
 from router.tiers.table import EFFORT_RANK, EFFORTS, MIN_ANSWER_TOKENS, RateInfo, TierTable
 
+if TYPE_CHECKING:
+    from accounting import PriceBook
+
 __all__ = ["DEFAULT_QUALITY", "EFFORTS", "EFFORT_RANK", "MAX_PLANS", "MIN_ANSWER_TOKENS", "STEP_TOKENS",
            "THINK_STEPS", "TIER_RANK", "PolicyTables", "TierTable", "build_tables", "decide", "tables_for",
            "wanted_rank"]
 
 MAX_PLANS = 12
+
+
+class RequestKnobs(Protocol):
+    """What the decision reads from the client's request (router.http.schemas.ChatRequest has it)."""
+
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def max_completion_tokens(self) -> int | None: ...
+    @property
+    def reasoning_effort(self) -> str | None: ...
+
+
+class Verdict(Protocol):
+    """What the decision reads from the classifier (classifier.Classification has it)."""
+
+    @property
+    def complexity(self) -> float: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def signals(self) -> Sequence[str]: ...
 
 
 class PolicyTables:
@@ -113,8 +138,8 @@ def wanted_rank(tables: PolicyTables, complexity: float, clf_tier: str) -> int:
     return rank
 
 
-def decide(req: Any, raw_body: dict[str, Any], classification: Any, cap_usd: float | None, config: TriageConfig,
-           prices: Any, prompt_tokens: int, forced_tier: str | None = None, concrete_model: str | None = None,
+def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict, cap_usd: float | None,
+           config: TriageConfig, prices: PriceBook, prompt_tokens: int, forced_tier: str | None = None, concrete_model: str | None = None,
            *, tables: PolicyTables | None = None, pinned_tier: str | None = None) -> Decision:
     """Candidates in preference order. `forced_tier` (triage/<tier>) never steps down; `pinned_tier`
     (session stickiness) replaces the classifier's choice but may still step down to fit the budget."""
