@@ -137,7 +137,8 @@ def serve(
             console.print(f"  api key (master): {master if config is None else '<TRIAGE_MASTER_KEY>'}")
         console.print("  client keys: triage keys create --tenant NAME")
         console.print(f'  try: OpenAI(base_url="{base}", api_key=...).chat.completions.create(model="triage/auto", messages=[...])')
-        kw: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
+        kw: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop",
+                  http="router.http.protocol:ShapedHttpToolsProtocol",  # parse errors OpenAI-shaped too
                   timeout_graceful_shutdown=10)
         if workers == 1:
             from router.http.app import build_app

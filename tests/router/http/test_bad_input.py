@@ -257,3 +257,44 @@ def test_revocation_reaches_every_worker_quickly(proxy: Proxy) -> None:
     finally:
         server_b.should_exit = True
         thread_b.join(15)
+
+
+def test_protocol_errors_are_openai_shaped(tmp_path, redis_url, mock_upstream) -> None:
+    """Requests the HTTP parser refuses never reach the app; `triage serve` still answers them in JSON."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import wait_ready
+    from tests.router.conftest import free_port, make_config
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(make_config(mock_upstream.base_url, redis_url)))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", str(port)],
+                            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, proc)
+        for raw in (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}",
+                    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+                    b"GET /v1/models HTTP/1.1\nhost: x\n\n",
+                    b"GARBAGE\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(raw)
+                data = b""
+                while True:
+                    got = s.recv(65536)
+                    if not got:
+                        break
+                    data += got
+            head, _, body = data.partition(b"\r\n\r\n")
+            status = int(head.split(b" ")[1])
+            assert 400 <= status < 500, (raw, data[:200])
+            err = json.loads(body)["error"]
+            assert set(err) == {"message", "type", "param", "code"}, (raw, body)
+    finally:
+        proc.terminate()
+        proc.wait(20)
