@@ -23,7 +23,7 @@ from .models import from_nusd, usd_str
 from .periods import parse_since, tenants
 
 EXPORT_COLUMNS = [
-    "request_id", "client_request_id", "kind", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "workflow",
+    "request_id", "client_request_id", "kind", "tenant", "key_id", "ts", "virtual_model", "tier", "model", "complexity", "classifier", "workflow",
     "reason", "prompt", "quality", "comment", "cost_usd", "cost_nusd", "counterfactual_cost_usd",
     "counterfactual_nusd", "counterfactual_method", "refused_estimate_usd", "refused_estimate_nusd",
     "billed_failures", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "ttft_ms",
@@ -256,7 +256,8 @@ def _flatten(r: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
         "kind": r.get("kind") or "request", "tenant": r["tenant"],
         "key_id": r.get("key_id"), "ts": iso_ts(r.get("ts")),
         "virtual_model": r.get("virtual_model"), "tier": r.get("tier"), "model": r.get("model"),
-        "complexity": r.get("complexity"), "cap_usd": (r.get("decision") or {}).get("cap_usd"), "workflow": r.get("workflow") or None, "reason": r.get("reason"),
+        "complexity": r.get("complexity"), "cap_usd": (r.get("decision") or {}).get("cap_usd"),
+        "classifier": (r.get("decision") or {}).get("classifier"), "workflow": r.get("workflow") or None, "reason": r.get("reason"),
         "prompt": r.get("prompt"),
         "quality": int(_s(q)) / 1_000_000 if q is not None else None,
         "comment": _s(comment) if comment else None,
@@ -324,7 +325,7 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, dest: str | Path | No
             ("request_id", pa.string()), ("client_request_id", pa.string()), ("kind", pa.string()), ("tenant", pa.string()), ("key_id", pa.string()),
             ("ts", pa.timestamp("ms", tz="UTC")),
             ("virtual_model", pa.string()), ("tier", pa.string()), ("model", pa.string()),
-            ("complexity", pa.float64()), ("workflow", pa.string()), ("reason", pa.string()), ("prompt", pa.string()),
+            ("complexity", pa.float64()), ("classifier", pa.string()), ("workflow", pa.string()), ("reason", pa.string()), ("prompt", pa.string()),
             ("quality", pa.float64()), ("comment", pa.string()), ("cost_usd", dec), ("cost_nusd", pa.int64()),
             ("counterfactual_cost_usd", dec), ("counterfactual_nusd", pa.int64()),
             ("counterfactual_method", pa.string()), ("refused_estimate_usd", dec),

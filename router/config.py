@@ -211,6 +211,20 @@ class ShadowSpec(BaseModel):
         return (t.rate, t.budget_usd) if t is not None else (self.rate, self.budget_usd)
 
 
+class TenantClassifierSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+
+
+class ClassifierSpec(BaseModel):
+    """Which complexity artifact scores requests (router/classifiers.py); reloadable."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None        # artifact path; None = the shipped one
+    tenants: dict[str, TenantClassifierSpec] = Field(default_factory=dict)
+    store: str | None = None        # folder `triage classifier promote/rollback` manage
+
+
 class TriageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_list: list[ModelEntry] = Field(min_length=1)
@@ -231,6 +245,7 @@ class TriageConfig(BaseModel):
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     num_retries: int | None = Field(default=None, ge=0, le=10)
     drop_params: bool = True
+    classifier: ClassifierSpec = Field(default_factory=ClassifierSpec)
     source: str = "<embedded defaults>"
     derived: str | None = None         # what tier derivation chose, when the config had no `tiers`
     ignored: list[str] = Field(default_factory=list)  # LiteLLM settings with no Triage meaning

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from accounting import PriceBook, PriceSpec
 from classifier import Classifier
+from router.classifiers import ClassifierSet
 from router.config import TIERS, ModelEntry, TriageConfig
 from router.upstream import Deployment
 
@@ -61,6 +63,7 @@ class Snapshot:
     top_tier: str
     model_ids: list[str] = field(default_factory=list)
     policy_tables: Any = None
+    classifiers: Any = None     # router.classifiers.ClassifierSet
 
     @classmethod
     def build(cls, config: TriageConfig) -> "Snapshot":
@@ -73,6 +76,11 @@ class Snapshot:
         prices = price_book(config)
         top = [t for t in TIERS if t in config.tiers][-1]
         snap = cls(config=config, deployments=deployments, prices=prices, top_tier=top, model_ids=config.model_names)
+        base = Path(config.source).resolve().parent if not config.source.startswith("<") else None
+        try:
+            snap.classifiers = ClassifierSet(config.classifier, base)
+        except ValueError as e:
+            raise ValueError(f"{config.source}: {e}") from None
         try:
             from router import policy  # noqa: PLC0415 - load time only
 

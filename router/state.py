@@ -26,7 +26,6 @@ log = logging.getLogger("triage.state")
 @dataclass(eq=False)
 class AppState:
     snapshot: Snapshot
-    classifier: Classifier
     upstream: Upstream
     accountant: Accountant
     config_path: str | None = None
@@ -37,6 +36,11 @@ class AppState:
     _compactor: asyncio.Task[Any] | None = None
 
     @property
+    def classifier(self) -> Classifier:
+        """The default artifact (per-tenant ones: `snapshot.classifiers.for_tenant`)."""
+        return self.snapshot.classifiers.for_tenant(None)
+
+    @property
     def master_key(self) -> str | None:
         return self.snapshot.config.master_key
 
@@ -44,7 +48,6 @@ class AppState:
     async def start(cls, config: TriageConfig, *, config_path: str | None = None,
                     defaults_upstream: str | None = None) -> "AppState":
         snap = Snapshot.build(config)
-        clf = Classifier.load()
         count_text_tokens("warm")  # load the tokenizer now, not on the first request
         upstream = Upstream()
         await upstream.start()
@@ -54,7 +57,7 @@ class AppState:
         obs.providers = {name: ds[0].provider for name, ds in snap.deployments.items() if ds}
         if obs.metrics is not None:
             obs.metrics.declare(list(snap.deployments))
-        st = cls(snapshot=snap, classifier=clf, upstream=upstream, accountant=accountant,
+        st = cls(snapshot=snap, upstream=upstream, accountant=accountant,
                  config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
         a = config.accounting
         if a.cold_ledger_url:

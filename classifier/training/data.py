@@ -174,6 +174,23 @@ def _prior_label(row: dict[str, Any], file: str) -> tuple[float, float] | None:
     return None
 
 
+# Task families that occur in more than one file under different names. Leave-one-source-out
+# drops a held-out task's copies from every training file, so "unseen task" means unseen.
+_FAMILY_ALIASES = {"hendrycks_math": "math", "agentverse-mgsm": "gsm8k", "arena_hard_v0.1": "arena",
+                   "arena_hard_v2.0": "arena", "clinc150": "clinc", "self_instruct": "self_instruct"}
+
+
+def family(source: str) -> str:
+    """Task family of a `source` (`<dataset>/<task>[/<subtask>]`): the task for multi-task
+    collections (routellm/mmlu/x -> mmlu, llmrouter/gsm8k -> gsm8k), else the dataset."""
+    parts = source.lower().split("/")
+    if parts[0] in ("routellm", "llmrouter") and len(parts) > 1:
+        name = parts[1]
+    else:
+        name = parts[0]
+    return _FAMILY_ALIASES.get(name, name)
+
+
 def _iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open("rb") as fh:
         for line in fh:
@@ -233,7 +250,8 @@ def load_file(path: Path) -> tuple[list[Example], RoutingSpec | None]:
             continue
         if src.startswith("clinc150") and (_h(key, "clinc") % 1000) >= CLINC_KEEP * 1000:
             continue
-        out.append(Example(req, lab[0], lab[1], path.name, src, key, split_of(key)))
+        extra = {k: r[k] for k in ("level", "n_solution_lines", "label_hint") if k in r}
+        out.append(Example(req, lab[0], lab[1], path.name, src, key, split_of(key), extra=extra))
     return out, spec
 
 

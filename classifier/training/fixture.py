@@ -44,7 +44,7 @@ def _fill(tpl: str, rng: random.Random) -> str:
     return tpl.format(**kw)
 
 
-def make_rows(n: int = 240, seed: int = 7) -> list[dict]:
+def make_rows(n: int = 240, seed: int = 7, source: str = "fixture") -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -56,15 +56,15 @@ def make_rows(n: int = 240, seed: int = 7) -> list[dict]:
                 strong = 0.0
         else:
             cheap, strong = (1.0, 1.0) if rng.random() < 0.9 else (0.0, 1.0)
-        rows.append({"prompt": prompt, "source": "fixture/" + ("hard" if hard else "easy"),
+        rows.append({"prompt": prompt, "source": f"{source}/" + ("hard" if hard else "easy"),
                      "scores": {"tiny-model": cheap, "big-model": strong}})
     return rows
 
 
-def write_fixture(path: str | Path, n: int = 240, seed: int = 7) -> Path:
+def write_fixture(path: str | Path, n: int = 240, seed: int = 7, source: str = "fixture") -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w") as fh:
-        for r in make_rows(n, seed):
+        for r in make_rows(n, seed, source):
             fh.write(json.dumps(r) + "\n")
     return p

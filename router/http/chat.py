@@ -134,7 +134,7 @@ class ChatHandler:
                              [concrete] if concrete else None, snap)
         messages = raw["messages"]
         tc = time.perf_counter()
-        cls = st.classifier.classify(messages)
+        cls = snap.classifiers.for_tenant(principal.tenant).classify(messages)
         obs = st.obs
         if obs is not None:
             obs.classified(time.perf_counter() - tc)
@@ -196,6 +196,7 @@ class ChatHandler:
         meta.asked_tokens = asked
         if snap.config.shadow.for_tenant(principal.tenant)[1] > 0:
             meta.shadow_args = (req, fwd, cls, prompt_tokens)
+        meta.clf_version = cls.version
         executor: Any = EXECUTORS[plan.tier]
         if n > 1 and plan.tier not in N_NATIVE:
             executor = MultiChoice(executor, n)
@@ -330,7 +331,8 @@ class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens", "shadow_args")
+                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens", "shadow_args",
+                 "clf_version")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -350,6 +352,7 @@ class _Meta:
         self.lengths: dict[str, dict[str, int]] = {}
         self.asked_tokens: int | None = None
         self.shadow_args: tuple[Any, ...] | None = None
+        self.clf_version = ""
 
     def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:
@@ -361,7 +364,9 @@ class _Meta:
             "x-triage-tier": self.plan.tier,
             "x-triage-model": answered or self.plan.primary_model,
             "x-triage-complexity": f"{d.complexity:.3f}",
-            "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:200],
+            # the artifact version last and never truncated: it says which model made the call
+            "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:150]
+            + f"; classifier={self.clf_version}",
         }
         esc = ctx.outcome.get("escalated") if ctx is not None else None
         if esc is not None and ctx is not None:   # cascade: known once the check ran (non-streamed responses)
@@ -401,7 +406,8 @@ class _Meta:
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
             estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
             decision={
-                "signals": d.signals, "cap_usd": d.cap_usd, "chosen": self.plan.tier, "note": self.plan.note,
+                "signals": d.signals, "classifier": self.clf_version, "cap_usd": d.cap_usd, "chosen": self.plan.tier,
+                "note": self.plan.note,
                 "knobs": self.plan.knobs(),
                 "candidates": [{"tier": p.tier, "model": p.primary_model, "estimate_usd": p.estimate_usd} for p in d.plans],
                 "rejected": d.rejected, "admitted_index": self.adm.plan_index,

@@ -122,7 +122,7 @@ def classifier_info(clf: Any) -> dict[str, Any]:
     th = getattr(clf, "thresholds", {})
     fp = hashlib.sha256(orjson.dumps({"meta": meta, "thresholds": th}, option=orjson.OPT_SORT_KEYS,
                                      default=str)).hexdigest()[:8]
-    return {"version": str(meta.get("version") or f"complexity/1 {fp}"), "fingerprint": fp,
+    return {"version": str(getattr(clf, "version", None) or meta.get("version") or f"complexity/1 {fp}"), "fingerprint": fp,
             "trained_on": meta.get("n_fit"), "thresholds": th}
 
 

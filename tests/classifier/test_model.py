@@ -5,7 +5,7 @@ import json
 import pytest
 
 from classifier import Classification, Classifier
-from classifier.model import DEFAULT_ARTIFACT, TIERS
+from classifier.model import DEFAULT_ARTIFACT, artifact_version
 
 EASY = ["hi!", "thanks a lot", "what's the weather in Paris?", "set a timer for 10 minutes",
         "tell me a joke", "good morning"]
@@ -22,7 +22,8 @@ def test_artifact_is_plain_json_not_pickle():
     raw = DEFAULT_ARTIFACT.read_bytes()
     assert not raw.startswith(b"\x80")            # pickle protocol marker
     data = json.loads(raw)                         # parses with the stdlib JSON parser
-    assert data["format"] == "triage-complexity/1"
+    assert data["format"] == "triage-complexity/2"
+    assert data["version"] == artifact_version(data)          # content hash, so equal bytes = equal version
     assert DEFAULT_ARTIFACT.stat().st_size < 20 * 1024 * 1024
 
 
@@ -47,7 +48,8 @@ def test_output_shape_and_determinism(clf):
     assert isinstance(a, Classification)
     assert a == b == c
     assert 0.0 <= a.complexity <= 1.0
-    assert a.tier in TIERS
+    assert a.tier in {n for n, _ in clf.tiers}
+    assert a.version == clf.version and a.version.startswith("cx2-")
     assert a.tier == clf.tier_for(a.complexity)
     assert all(isinstance(s, str) for s in a.signals) and len(a.signals) <= 3
 
@@ -67,7 +69,7 @@ def test_output_shape_and_determinism(clf):
 ])
 def test_edge_cases_give_valid_output(clf, req):
     c = clf.classify(req)
-    assert 0.0 <= c.complexity <= 1.0 and c.tier in TIERS
+    assert 0.0 <= c.complexity <= 1.0 and c.tier in {n for n, _ in clf.tiers}
 
 
 def test_one_megabyte_prompt_completes_and_is_bounded(clf):
@@ -108,3 +110,37 @@ def test_explicit_proof_or_step_by_step_ask_never_lands_in_fast(clf):
         assert c.tier != "fast", p
         assert "asks_reasoning" in c.signals
     assert clf.classify("What's a good name for a cat?").tier == "fast"
+
+
+def test_tier_names_and_thresholds_come_from_the_artifact():
+    import orjson
+    art = orjson.loads(DEFAULT_ARTIFACT.read_bytes())
+    art["tiers"] = [{"name": "cheap", "min": 0.0}, {"name": "mid", "min": 0.3}, {"name": "top", "min": 0.6},
+                    {"name": "panel", "min": 0.9}]
+    clf = Classifier(art)
+    assert clf.thresholds == {"mid": 0.3, "top": 0.6, "panel": 0.9}
+    assert [clf.tier_for(p) for p in (0.1, 0.3, 0.7, 0.95)] == ["cheap", "mid", "top", "panel"]
+    assert clf.classify("hello").tier in {"cheap", "mid", "top", "panel"}
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda a: a.pop("vocab"),
+    lambda a: a.update(coef=a["coef"][:-1]),
+    lambda a: a.update(tiers=[{"name": "fast", "min": 0.2}]),
+    lambda a: a.update(tiers=[{"name": "fast", "min": 0.0}, {"name": "b", "min": 0.5}, {"name": "c", "min": 0.4}]),
+    lambda a: a.update(dense={"names": ["not_a_feature"], "mean": [0], "std": [1], "coef": [1]}),
+    lambda a: a.update(floors={"asks_reasoning": {"tier": "no_such_tier"}}),
+])
+def test_malformed_artifacts_are_refused_with_value_error(mutate):
+    import orjson
+    art = orjson.loads(DEFAULT_ARTIFACT.read_bytes())
+    mutate(art)
+    with pytest.raises(ValueError):
+        Classifier(art)
+
+
+def test_load_errors_are_value_errors(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_bytes(b"\x80\x04not json")
+    with pytest.raises(ValueError):
+        Classifier.load(p)

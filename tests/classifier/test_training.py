@@ -102,7 +102,7 @@ def test_pure_scorer_matches_sklearn_math(trained):
     art = json.loads(out.read_text())
     clf = Classifier.load(out)
     vocab = {t: i for i, t in enumerate(art["vocab"])}
-    idf, coef = np.array(art["idf"]), np.array(art["lex_coef"])
+    idf, coef = np.array(art["idf"]), np.array(art["coef"])
     for text in ["Is 7 a divisor of 2^(3n) - 1 for all n?", "hi there", "set a timer for 5 minutes"]:
         toks, dense = featurize(text)
         v = np.zeros(len(vocab))
@@ -113,12 +113,13 @@ def test_pure_scorer_matches_sklearn_math(trained):
         if np.linalg.norm(v) > 0:
             v /= np.linalg.norm(v)
         z = v @ coef + art["intercept"]
-        z += np.dot(art["dense_coef"], (np.array(dense) - art["dense_mean"]) / np.array(art["dense_std"]))
+        if "dense" in art:
+            from classifier.features import DENSE_NAMES
+            d = art["dense"]
+            x = np.array([dense[DENSE_NAMES.index(n)] for n in d["names"]])
+            z += np.dot(d["coef"], (x - d["mean"]) / np.array(d["std"]))
         a, b = art["calibration"]["platt"]
         assert clf.score(text) == pytest.approx(1 / (1 + np.exp(-(a * z + b))), abs=1e-9)
-    # The explicit-ask floor is the only non-linear step.
-    floor = clf.thresholds[art["floors"]["asks_reasoning"]]
-    assert clf.score("Prove it.") >= floor
 
 
 def test_calibration_in_the_large_on_fixture(trained, tmp_path):
