@@ -244,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--baselines", action="store_true", help="also length, LiteLLM and the previous model's parts")
     ap.add_argument("--ablation", action="store_true", help="each candidate part on top of the lean baseline")
     ap.add_argument("--only", nargs="*", default=None, help="ablation rows to run (substring match)")
+    ap.add_argument("--base", nargs="*", default=[], help="with --ablation: recipe the parts are added to (key=JSON)")
     ap.add_argument("--ci", action="store_true", help="paired bootstrap 95%% interval of each row vs the first")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
@@ -258,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     lean = "plain TF-IDF + LR (baseline)"
     todo: dict[str, dict[str, Any]] = {}
     if a.ablation:
-        todo[lean] = {}
+        base = _parse(a.base)
+        if base:
+            lean = f"base {a.base}"
+        todo[lean] = base
         for k, v in ABLATION.items():
-            if a.only is None or any(o in k for o in a.only):
-                todo["+ " + k] = v
+            if (a.only is None or any(o in k for o in a.only)) and any(base.get(kk) != vv for kk, vv in v.items()):
+                todo["+ " + k] = dict(base, **v)
     if a.baselines:
         todo["previous shipped model's parts (v1)"] = SHIPPED_V1
     if not a.ablation:
