@@ -23,7 +23,7 @@ from classifier.training.data import Example, is_cal
 # The lean model (chosen by LOSO, README table). Parts that lost are kept as switches so
 # the comparison can be rerun; their values here are "off".
 RECIPE: dict[str, Any] = {
-    "label": "hard",          # hard: y >= 0.5 -> 1 | soft: the derived soft y | fail: 1 - cheap score
+    "label": "soft",          # hard: y >= 0.5 -> 1 | soft: the derived soft y | fail: 1 - cheap score
     "weight": "one",          # one: every row 1 | project: data.py's per-source weights
     "balance": 0.0,           # 0 = off; 1 = every training file carries the same total weight
     "dedupe": False,          # keep one copy of a prompt found in several files
@@ -31,11 +31,11 @@ RECIPE: dict[str, Any] = {
     "min_df": 1,
     "C": 1.0,
     "class_weight": None,     # or "balanced"
-    "dense": (),              # hand features by name, e.g. ("long_prompt",) or DENSE_NAMES
-    "length_w": 0.0,          # post-fit prior added to the standardised log-length weight
+    "dense": ("long_prompt",),  # hand features by name (features.DENSE_NAMES); () = text only
+    "length_w": 0.15,         # post-fit prior added to the standardised log-length weight
     "char": 0,                # char 3-5-gram TF-IDF terms (0 = off)
     "priors": True,           # train on the rows without per-model outcomes (MATH, GSM8K, chat, CLINC...)
-    "floors": False,          # tier floors for explicit proof asks / multi-part code asks
+    "floors": True,           # tier floors for explicit proof asks / multi-part code asks (README)
     "cal": "insample",        # Platt map fitted on: insample (all gold train rows) | slice (a held-back 1/6)
 }
 

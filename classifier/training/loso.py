@@ -257,10 +257,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     feats = Feats.build(examples)
     rows: dict[str, dict[str, Any]] = {}
     lean = "plain TF-IDF + LR (baseline)"
+    plain = {"label": "hard", "dense": (), "length_w": 0.0}   # the baseline
     todo: dict[str, dict[str, Any]] = {}
     if a.ablation:
-        base = _parse(a.base)
-        if base:
+        base = dict(plain, **_parse(a.base))
+        if a.base:
             lean = f"base {a.base}"
         todo[lean] = base
         for k, v in ABLATION.items():

@@ -94,6 +94,6 @@ def test_loso_run_and_cli(tmp_path, capsys):
 def test_length_prior_is_added_to_the_fitted_length_weight(tmp_path):
     ex, _ = load(_files(tmp_path))
     feats = Feats.build(ex)
-    base = fit(ex, feats, recipe(dense=("long_prompt",)))
+    base = fit(ex, feats, recipe(dense=("long_prompt",), length_w=0.0))
     lifted = fit(ex, feats, recipe(dense=("long_prompt",), length_w=0.5))
     assert abs(lifted.coef[-1] - base.coef[-1] - 0.5) < 1e-9
