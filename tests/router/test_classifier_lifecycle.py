@@ -82,8 +82,8 @@ def test_propose_promote_rollback_through_the_proxy(tmp_path: Path, redis_url: s
     server, thread, root = start_proxy(path)
     px = Proxy(root_url=root, master_key=MASTER, config_path=path, mock=mock_upstream, redis_url=redis_url, server=server)
     try:
-        assert px.admin("PUT", "/admin/tenants/acme", json={"store_prompts": True}).status_code == 200
         key = px.create_key("acme")
+        assert px.admin("PUT", "/admin/tenants/acme", json={"store_prompts": True}).status_code == 200
         shipped = Classifier.load()
         _rated_traffic(px, key)
         rows = _ledger(px, "acme")
