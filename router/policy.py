@@ -68,7 +68,7 @@ class PolicyTables:
     """Built once per config load (router/runtime.py stores it on the snapshot)."""
 
     __slots__ = ("config", "prices", "rate", "tiers", "th_reasoning", "th_deliberate", "allow_downgrade",
-                 "default_max", "variants")
+                 "default_max", "variants", "out_caps")
 
     def __init__(self, config: TriageConfig, prices: Any, reach: int = 0, service_tier: str | None = None):
         self.config = config
@@ -89,6 +89,15 @@ class PolicyTables:
         self.th_deliberate = pol.deliberate_threshold
         self.allow_downgrade = pol.allow_downgrade
         self.default_max = pol.default_max_tokens
+        # The most output tokens each tier's calls can ask for: the smallest known cap of its models
+        # (every model of a chain gets the same max_tokens). Holds are sized from it, not from a default
+        # a model could never reach.
+        caps = getattr(prices, "output_caps", {}) or {}
+        self.out_caps: dict[str, int] = {}
+        for name, tt in self.tiers.items():
+            known = [caps[m] for m in tt.chain if m in caps]
+            if known:
+                self.out_caps[name] = min(known)
 
 
     def variant(self, prompt: int, service_tier: str | None) -> "PolicyTables":
@@ -212,6 +221,9 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
 
 def _answer(tt: TierTable, t: PolicyTables, requested: int | None) -> int:
     limit = tt.max_tokens or t.default_max
+    cap = t.out_caps.get(tt.name)
+    if cap is not None:
+        limit = min(limit, cap)
     return min(requested, limit) if requested else limit
 
 
@@ -236,6 +248,9 @@ def _passthrough(t: PolicyTables, model: str, p: int, requested: int | None, cap
     o = max(t.rate[m][1] for m in chain)
     r = (i, o)
     answer = requested or (t.default_max + (cost.NATIVE_THINK["medium"] if native else 0))
+    model_cap = getattr(t.prices, "output_caps", {}).get(model)
+    if model_cap is not None:
+        answer = min(answer, model_cap)
     plans: list[Plan] = []
     for a, note in ((answer, ""), (max(answer // 2, MIN_ANSWER_TOKENS), f"max_tokens {answer}->{max(answer // 2, MIN_ANSWER_TOKENS)}")):
         est = cost.call_cost(r, p, a)
