@@ -188,6 +188,7 @@ class AccountingSpec(BaseModel):
     pool_wait_s: float = Field(default=_acct_default("pool_wait_s"), gt=0, le=300)
     breaker_threshold: int = Field(default=_acct_default("breaker_threshold"), ge=1)
     hold_wait_s: float = Field(default=_acct_default("hold_wait_s"), ge=0, le=60)
+    auth_sync_interval_s: float = Field(default=_acct_default("auth_sync_interval_s"), gt=0, le=60)
     auth_cache_ttl_s: float = Field(default=_acct_default("auth_cache_ttl_s"), ge=0, le=60)
 
 
