@@ -25,12 +25,14 @@ HARD = [{"role": "user", "content": "Prove that there are infinitely many primes
 
 
 def ledger(proxy: Proxy, tenant: str, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """The tenant's raw ledger records, waiting for settlements that run after the response."""
+    """The tenant's raw ledger records of served requests (refusals are ledgered too, and skipped here),
+    waiting for settlements that run after the response."""
     r = redis.Redis.from_url(proxy.redis_url)
     deadline = time.monotonic() + timeout
     try:
         while True:
             recs = [orjson.loads(f[b"d"]) for _, f in r.xrange(redis_keys.ledger(tenant))]
+            recs = [x for x in recs if x.get("kind", "request") == "request"]
             if len(recs) >= n or time.monotonic() > deadline:
                 return recs
             time.sleep(0.05)
