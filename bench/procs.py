@@ -148,6 +148,12 @@ def start_triage(name: str, config: str, workers: int, logdir: Path, env: dict[s
     return Proc(name, cmd, port, "/healthz", env, logdir)
 
 
+def start_forwarder(logdir: Path, upstream: str) -> Proc:
+    port = free_port()
+    return Proc("forwarder", [sys.executable, str(BENCH / "forwarder.py"), "--port", str(port), "--upstream", upstream],
+                port, "/healthz", {}, logdir)
+
+
 def ensure_litellm_venv(log: Any = print) -> Path:
     """Create bench/.venv-litellm and install LiteLLM's proxy there, once."""
     exe = LITELLM_VENV / "bin" / "litellm"
@@ -162,6 +168,8 @@ def ensure_litellm_venv(log: Any = print) -> Path:
 
 
 def litellm_version() -> str:
+    if not (LITELLM_VENV / "bin" / "python").exists():
+        return "-"
     r = subprocess.run([str(LITELLM_VENV / "bin" / "python"), "-c",
                         "import importlib.metadata as m; print(m.version('litellm'))"],
                        capture_output=True, text=True)

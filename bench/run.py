@@ -1,6 +1,7 @@
 """Rerun every benchmark figure in docs/benchmarks.md: Triage (bare, governed) vs LiteLLM's proxy.
 
-    python bench/run.py [--quick] [--only overhead,throughput,streaming,memory,classifier,race,profile]
+    python bench/run.py [--quick] [--only ceiling,overhead,throughput,streaming,memory,classifier,race,profile]
+                        [--skip litellm] [--memory-requests N]
 
 Starts the simulated upstream, Triage twice (bare and governed configs, one
 worker each), LiteLLM's proxy (one worker, its own venv in bench/.venv-litellm,
@@ -31,15 +32,16 @@ from procs import BENCH, ROOT, http  # noqa: E402
 
 # memory before throughput: its 1,024-connection phases raise every proxy's RSS high-water mark,
 # which the end-of-run RSS (rss_end) reports separately
-SECTIONS = ("overhead", "streaming", "memory", "throughput", "classifier", "profile", "race")
+SECTIONS = ("ceiling", "overhead", "streaming", "memory", "throughput", "classifier", "profile", "race")
 PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
           {"role": "user", "content": "In two sentences, explain why the sky is blue to a ten-year-old."}]
-MODEL = {"direct": "gpt-4o-mini", "triage-bare": "small", "triage-governed": "triage/auto", "litellm": "small"}
+MODEL = {"direct": "gpt-4o-mini", "forwarder": "gpt-4o-mini", "triage-bare": "small", "triage-governed": "triage/auto", "litellm": "small"}
 
 
 class Ctx:
-    def __init__(self, quick: bool, logdir: Path):
+    def __init__(self, quick: bool, logdir: Path, memory_requests: int | None = None):
         self.quick = quick
+        self.memory_requests = memory_requests
         self.logdir = logdir
         self.run_id = datetime.now(timezone.utc).strftime("%H%M%S")
         self.procs: dict[str, procs.Proc] = {}
@@ -65,10 +67,14 @@ def start_all(ctx: Ctx) -> None:
     ctx.procs["mock"] = mock
     mock.wait_ready(30)
     ctx.env["BENCH_MOCK_BASE"] = mock.url + "/v1"
-    ctx.procs["triage-bare"] = procs.start_triage("triage-bare", "bare.yaml", 1, ctx.logdir, ctx.env)
+    # the ceiling: what a proxy that does nothing but forward costs, under the same uvicorn
+    ctx.procs["forwarder"] = procs.start_forwarder(ctx.logdir, mock.url)
+    if "triage-bare" in sections.PROXIES:
+        ctx.procs["triage-bare"] = procs.start_triage("triage-bare", "bare.yaml", 1, ctx.logdir, ctx.env)
     ctx.procs["triage-governed"] = procs.start_triage("triage-governed", "governed.yaml", 1, ctx.logdir, ctx.env)
-    ctx.procs["litellm"] = procs.start_litellm(1, ctx.logdir, ctx.env)
-    for name in sections.PROXIES:
+    if "litellm" in sections.PROXIES:
+        ctx.procs["litellm"] = procs.start_litellm(1, ctx.logdir, ctx.env)
+    for name in ("forwarder", *sections.PROXIES):
         ctx.log(f"{name} ready in {ctx.procs[name].wait_ready(240):.1f}s (port {ctx.procs[name].port})")
     master = ctx.env["BENCH_MASTER_KEY"]
     ctx.keys["triage-bare"] = ctx.keys["litellm"] = master
@@ -128,9 +134,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="shorter runs (a few minutes); results marked quick")
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(SECTIONS))
     ap.add_argument("--docs", action="store_true", help="write docs even for --quick/--only runs")
+    ap.add_argument("--skip", default="", help="comma-separated proxies not to start: triage-bare, litellm")
+    ap.add_argument("--memory-requests", type=int, default=None, help="requests per proxy in the memory section")
     ap.add_argument("--out", default=None, help="results file (default bench/results/<date>[-quick].json)")
     a = ap.parse_args()
     only = [s for s in a.only.split(",") if s] or list(SECTIONS)
+    skip = {s for s in a.skip.split(",") if s}
+    if skip - {"triage-bare", "litellm"}:
+        ap.error("--skip takes triage-bare and/or litellm")
+    sections.PROXIES = tuple(p for p in sections.PROXIES if p not in skip)
     bad = set(only) - set(SECTIONS)
     if bad:
         ap.error(f"unknown sections: {sorted(bad)}")
@@ -138,12 +150,15 @@ def main() -> None:
     out_path = Path(a.out) if a.out else BENCH / "results" / f"{date}{'-quick' if a.quick else ''}.json"
     logdir = Path(os.environ.get("BENCH_LOGDIR", f"/tmp/triage-bench-{os.getpid()}"))
     logdir.mkdir(parents=True, exist_ok=True)
-    ctx = Ctx(a.quick, logdir)
-    procs.ensure_litellm_venv(ctx.log)
+    ctx = Ctx(a.quick, logdir, a.memory_requests)
+    if "litellm" in sections.PROXIES:
+        procs.ensure_litellm_venv(ctx.log)
     results: dict[str, Any] = {
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": a.quick,
         "sections": only, "machine": procs.machine(), "versions": versions(),
-        "command": "python bench/run.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else ""),
+        "command": "python bench/run.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+                   + (f" --skip {a.skip}" if a.skip else "")
+                   + (f" --memory-requests {a.memory_requests}" if a.memory_requests else ""),
         "workers": 1, "prompt": PROMPT, "models": MODEL, "logdir": str(logdir), "errors": {},
     }
     try:
@@ -158,6 +173,10 @@ def main() -> None:
                     import race
 
                     results[name] = race.run(ctx)
+                elif name == "ceiling":
+                    import ceiling
+
+                    results[name] = ceiling.run(ctx)
                 elif name == "profile":
                     import hotspots
 

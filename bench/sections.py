@@ -169,7 +169,7 @@ def streaming(ctx: Any) -> dict[str, Any]:
 def memory(ctx: Any) -> dict[str, Any]:
     """RSS per worker while serving N requests (half streamed, half not), sampled every N/10."""
     mock_settings(ctx, latency_ms=0)
-    n_total = 5_000 if ctx.quick else 100_000
+    n_total = getattr(ctx, "memory_requests", None) or (5_000 if ctx.quick else 100_000)
     out: dict[str, Any] = {"target_requests": n_total}
     for name in PROXIES:
         # LiteLLM serves ~10x fewer req/s; cap its wall time so the whole run stays bounded.

@@ -1,0 +1,70 @@
+"""The ceiling section: Triage governed beside a bare forwarder (bench/forwarder.py) and LiteLLM's
+proxy, in the same run, against the simulated upstream at zero latency; reported as ratios.
+
+c=1 overhead (each target's p50 minus direct-to-mock's p50 of the same round, rounds interleaved)
+and closed-loop req/s at c=16 (targets interleaved per repetition), so the machine's drift and
+other people's load hit every target alike. Absolute figures from a shared box mean little; the
+ratios within one run are the result.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from sections import loadgen, mock_settings, spread
+
+GOVERNED = "triage-governed"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    names = [n for n in ("forwarder", GOVERNED, "litellm") if n in ctx.procs]
+    mock_settings(ctx, latency_ms=0)
+    n, rounds = (100, 5) if ctx.quick else (300, 9)
+    res = loadgen({"mode": "rounds", "n": n, "rounds": rounds, "warmup": 50,
+                   "targets": {name: ctx.target(name) for name in ["direct", *names]}})
+    direct = res["targets"]["direct"]
+    out: dict[str, Any] = {"targets": names, "load_avg_start": os.getloadavg(), "n_per_round": n, "rounds": rounds,
+                           "direct_p50_ms": spread(direct["round_p50"]), "c1": {}, "c16": {}}
+    for name in names:
+        t = res["targets"][name]
+        d50 = [a - b for a, b in zip(t["round_p50"], direct["round_p50"])]
+        out["c1"][name] = {"overhead_p50_ms": spread(d50), "latency_p50_ms": spread(t["round_p50"]),
+                           "errors": t["errors"]}
+    dur, reps = (3, 1) if ctx.quick else (5, 3)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ["direct", *names]}
+    for rep in range(reps):
+        for name in runs:
+            proc = ctx.procs["mock" if name == "direct" else name]
+            c0 = proc.cpu_s()
+            r = loadgen({"mode": "closed", "concurrency": 16, "duration": dur, "warmup": 1, "target": ctx.target(name)})
+            c1 = proc.cpu_s()
+            done = r["ok"] + r["errors"] + r["warmup_ok"] + r["warmup_errors"]
+            r["cpu_ms_per_req"] = round(1000 * sum(c1[k] - c0[k] for k in c0) / max(done, 1), 3)
+            runs[name].append(r)
+            ctx.log(f"  ceiling c=16 {name} rep {rep}: {r['rps']:.0f} req/s, errors {r['errors']}")
+    for name, rs in runs.items():
+        out["c16"][name] = {"rps": spread([r["rps"] for r in rs]), "errors": sum(r["errors"] for r in rs),
+                            "cpu_ms_per_req": statistics.median(r["cpu_ms_per_req"] for r in rs)}
+    out["load_avg_end"] = os.getloadavg()
+
+    def rps(name: str) -> float | None:
+        return (out["c16"].get(name) or {}).get("rps", {}).get("median")
+
+    def oh(name: str) -> float | None:
+        return ((out["c1"].get(name) or {}).get("overhead_p50_ms") or {}).get("median")
+
+    out["ratios"] = {
+        "governed_vs_forwarder_rps": _ratio(rps(GOVERNED), rps("forwarder")),
+        "governed_vs_litellm_rps": _ratio(rps(GOVERNED), rps("litellm")),
+        "governed_vs_forwarder_overhead_p50_c1": _ratio(oh(GOVERNED), oh("forwarder")),
+        "bar": {"vs_litellm_rps": ">= 6", "vs_forwarder_rps": ">= 0.4", "vs_forwarder_overhead": "<= 5"},
+    }
+    ctx.log(f"  ceiling ratios: {out['ratios']}")
+    return out
+
