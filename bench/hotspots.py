@@ -75,7 +75,50 @@ def fold(raw: str, top: int = 20) -> dict[str, Any]:
     return {"samples": total, "self": pct(self_c), "inclusive": pct(incl_c), "by_package": pct(pkg_c)}
 
 
+# Stage of a sample: the innermost frame that names one (checked innermost first), so the
+# accountant's Redis calls inside settle count as settle, not as the handler around them.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ledger", ("record (router/http/chat.py)", "top_tier_nusd", "model_dump_json", "LedgerRecord", "top_lengths")),
+    ("settle", ("settle (accounting/", "release (accounting/", "_finish (router/http/chat.py)")),
+    ("admit", ("admit (accounting/", "LeaseKeeper", "_run (router/http/metering.py)")),
+    ("auth", ("authenticate (",)),
+    ("classify", ("(classifier/",)),
+    ("decide", ("decide (router/policy.py)", "(router/policy.py)", "PlanEstimate", "estimate_prompt_tokens")),
+    ("upstream", ("(router/upstream/", "(aiohttp/", "complete (router/tiers/")),
+    ("HTTP parse", ("read_json", "read_body", "validate_chat", "(router/http/request.py)", "on_url", "on_header",
+                    "on_headers_complete", "on_body", "on_message_complete", "data_received")),
+    ("response", ("headers (router/http/chat.py)", "(starlette/responses.py)", "send (uvicorn/", "(uvicorn/protocols")),
+    ("metrics", ("(router/observe/", "(prometheus_client/")),
+    ("handler", ("__call__ (router/http/chat.py)", "(router/http/")),
+)
+
+
+def stages(raw: str) -> dict[str, float]:
+    """Percent of the worker's non-idle samples per pipeline stage (see STAGES)."""
+    c: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.strip() for f in stack.split(";")]
+        stage = "event loop / other"
+        for fr in reversed(frames):
+            hit = next((name for name, marks in STAGES if any(m in fr for m in marks)), None)
+            if hit is not None:
+                stage = hit
+                break
+        c[stage] += n
+    return {k: round(100 * v / max(total, 1), 1) for k, v in c.most_common()}
+
+
 def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str, Any]:
+    return {f"c{conc}": _run(ctx, name, seconds, conc) for conc in (1, 16)}
+
+
+def _run(ctx: Any, name: str, seconds: int, concurrency: int) -> dict[str, Any]:
     spy = _py_spy()
     if spy is None:
         return {"error": "py-spy not found (pip install py-spy)"}
@@ -83,11 +126,11 @@ def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str,
     if not workers:
         return {"error": f"no worker process for {name}"}
     pid = workers[0].pid
-    out = ctx.logdir / f"profile-{name}.txt"
+    out = ctx.logdir / f"profile-{name}-c{concurrency}.txt"
     load: dict[str, Any] = {}
 
     def drive() -> None:
-        load.update(loadgen({"mode": "closed", "concurrency": 32, "duration": seconds + 2, "warmup": 1,
+        load.update(loadgen({"mode": "closed", "concurrency": concurrency, "duration": seconds + 2, "warmup": 1,
                              "target": ctx.target(name)}))
 
     th = threading.Thread(target=drive)
@@ -99,7 +142,8 @@ def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str,
     if r.returncode != 0 or not out.exists():
         return {"error": (r.stderr or r.stdout)[-1500:]}
     res = fold(out.read_text())
-    res.update(target=name, pid=pid, seconds=seconds, rate_hz=250, rps_during=load.get("rps"),
+    res["stages_pct"] = stages(out.read_text())
+    res.update(concurrency=concurrency, target=name, pid=pid, seconds=seconds, rate_hz=250, rps_during=load.get("rps"),
                cpu_busy_pct=round(100 * res["samples"] / (seconds * 250), 1))
     return res
 
@@ -107,4 +151,5 @@ def run(ctx: Any, name: str = "triage-governed", seconds: int = 15) -> dict[str,
 if __name__ == "__main__":  # fold an existing raw profile: python bench/hotspots.py FILE
     import json
 
-    print(json.dumps(fold(Path(sys.argv[1]).read_text()), indent=1))
+    text = Path(sys.argv[1]).read_text()
+    print(json.dumps({**fold(text), "stages_pct": stages(text)}, indent=1))

@@ -259,18 +259,31 @@ def classifier_section(r: dict[str, Any]) -> list[str]:
 
 
 def profile_section(r: dict[str, Any], notes: str) -> list[str]:
-    p = r.get("profile")
-    if not p or "error" in p:
+    prof = r.get("profile")
+    if not prof or "error" in prof:
         return []
-    out = ["## Profile: Triage governed under load", "",
-           f"py-spy, {p['seconds']} s at {p['rate_hz']} Hz on the worker (pid {p['pid']}) while it served "
-           f"{f(p.get('rps_during'), 0)} req/s (closed loop, 32 connections); worker busy "
-           f"{p['cpu_busy_pct']}% of samples. Percent of samples.", "",
-           "| self % | function (self time) | | incl. % | Triage function (inclusive) |", "|---|---|---|---|---|"]
-    for a, b in zip(p["self"][:15], p["inclusive"][:15]):
-        out.append(f"| {a['pct']} | `{a['function']}` | | {b['pct']} | `{b['function']}` |")
-    if p.get("by_package"):
-        out += ["", "Self time by package: " + ", ".join(f"{x['function']} {x['pct']}%" for x in p["by_package"][:12]) + "."]
+    levels = {k: v for k, v in prof.items() if k.startswith("c") and isinstance(v, dict)} if "c1" in prof else {"c32": prof}
+    out = ["## Profile: Triage governed under load", ""]
+    stage_names = sorted({s for p in levels.values() for s in p.get("stages_pct", {})})
+    if stage_names:
+        out += ["Per stage, percent of the worker's samples (bench/hotspots.py STAGES: innermost matching frame):", "",
+                "| stage | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
+        for s in stage_names:
+            out.append(f"| {s} | " + " | ".join(str(p.get("stages_pct", {}).get(s, 0)) for p in levels.values()) + " |")
+        out.append("")
+    for lvl, p in levels.items():
+        if "error" in p:
+            continue
+        out += [f"### {lvl}", "",
+                f"py-spy, {p['seconds']} s at {p['rate_hz']} Hz on the worker (pid {p['pid']}) while it served "
+                f"{f(p.get('rps_during'), 0)} req/s (closed loop, {p.get('concurrency', 32)} connections); worker busy "
+                f"{p['cpu_busy_pct']}% of samples. Percent of samples.", "",
+                "| self % | function (self time) | | incl. % | Triage function (inclusive) |", "|---|---|---|---|---|"]
+        for a, b in zip(p["self"][:15], p["inclusive"][:15]):
+            out.append(f"| {a['pct']} | `{a['function']}` | | {b['pct']} | `{b['function']}` |")
+        if p.get("by_package"):
+            out += ["", "Self time by package: " + ", ".join(f"{x['function']} {x['pct']}%" for x in p["by_package"][:12]) + "."]
+        out.append("")
     if notes:
         out += ["", notes]
     return out + [""]
