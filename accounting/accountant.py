@@ -44,6 +44,7 @@ from .settings import AccountingSettings, complexity_bucket
 from .settings import as_str as _s
 from .settings import lua as _lua
 from .settings import today as _today
+from .script_batch import ScriptBatcher
 from .settlement import SettlementMixin
 from .spool import RecentSettles, Spool
 
@@ -70,6 +71,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         self._feedback = redis.register_script(_lua("feedback.lua"))
         self._refuse = redis.register_script(_lua("refuse.lua"))
         self._renew = redis.register_script(_lua("renew.lua"))
+        self._scripts = ScriptBatcher(redis)
         self._lengths: dict[str, tuple[float, dict[str, dict[str, int]]]] = {}
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self._keys_watch: asyncio.Task[None] | None = None
@@ -145,7 +147,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
             async with asyncio.timeout(self.settings.redis_timeout_s):
-                res = await script(keys=keys, args=args)
+                res = await self._scripts.run(script, keys, args)
         except TimeoutError as e:
             self.breaker.failure()
             self._guard_recent()
