@@ -23,7 +23,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def run(ctx: Any) -> dict[str, Any]:
-    names = [n for n in ("forwarder", GOVERNED, "litellm") if n in ctx.procs]
+    names = [n for n in ("forwarder", GOVERNED, "triage-baseline", "litellm") if n in ctx.procs]
     mock_settings(ctx, latency_ms=0)
     n, rounds = (100, 5) if ctx.quick else (300, 9)
     res = loadgen({"mode": "rounds", "n": n, "rounds": rounds, "warmup": 50,
@@ -62,6 +62,8 @@ def run(ctx: Any) -> dict[str, Any]:
     out["ratios"] = {
         "governed_vs_forwarder_rps": _ratio(rps(GOVERNED), rps("forwarder")),
         "governed_vs_litellm_rps": _ratio(rps(GOVERNED), rps("litellm")),
+        "baseline_vs_forwarder_rps": _ratio(rps("triage-baseline"), rps("forwarder")),
+        "baseline_vs_forwarder_overhead_p50_c1": _ratio(oh("triage-baseline"), oh("forwarder")),
         "governed_vs_forwarder_overhead_p50_c1": _ratio(oh(GOVERNED), oh("forwarder")),
         "bar": {"vs_litellm_rps": ">= 6", "vs_forwarder_rps": ">= 0.4", "vs_forwarder_overhead": "<= 5"},
     }

@@ -53,13 +53,14 @@ def http(method: str, url: str, payload: Any = None, key: str | None = None, tim
 class Proc:
     """One started server: a process group, a port, a log file."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, health: str, env: dict[str, str], logdir: Path):
+    def __init__(self, name: str, cmd: list[str], port: int, health: str, env: dict[str, str], logdir: Path,
+                 cwd: Path = ROOT):
         self.name, self.cmd, self.port, self.health = name, cmd, port, health
         self.log_path = logdir / f"{name}.log"
         full_env = {**os.environ, **env}
         self.log = open(self.log_path, "wb")
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
-                                  cwd=str(ROOT), start_new_session=True)
+                                  cwd=str(cwd), start_new_session=True)
 
     @property
     def url(self) -> str:
@@ -139,13 +140,15 @@ def start_mock(logdir: Path) -> Proc:
                 port, "/health", {}, logdir)
 
 
-def start_triage(name: str, config: str, workers: int, logdir: Path, env: dict[str, str]) -> Proc:
+def start_triage(name: str, config: str, workers: int, logdir: Path, env: dict[str, str], root: Path = ROOT) -> Proc:
+    """``root``: another checkout of Triage to run (``python -m`` imports from the working directory),
+    e.g. the commit before a change, so before and after are measured in the same run."""
     port = free_port()
     state = logdir / f"state-{name}"
     state.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "router.cli", "serve", "--config", str(BENCH / "configs" / config),
            "--port", str(port), "--workers", str(workers), "--state-dir", str(state)]
-    return Proc(name, cmd, port, "/healthz", env, logdir)
+    return Proc(name, cmd, port, "/healthz", env, logdir, cwd=root)
 
 
 def start_forwarder(logdir: Path, upstream: str) -> Proc:

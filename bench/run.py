@@ -35,13 +35,14 @@ from procs import BENCH, ROOT, http  # noqa: E402
 SECTIONS = ("ceiling", "overhead", "streaming", "memory", "throughput", "classifier", "profile", "race")
 PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
           {"role": "user", "content": "In two sentences, explain why the sky is blue to a ten-year-old."}]
-MODEL = {"direct": "gpt-4o-mini", "forwarder": "gpt-4o-mini", "triage-bare": "small", "triage-governed": "triage/auto", "litellm": "small"}
+MODEL = {"direct": "gpt-4o-mini", "forwarder": "gpt-4o-mini", "triage-baseline": "triage/auto", "triage-bare": "small", "triage-governed": "triage/auto", "litellm": "small"}
 
 
 class Ctx:
     def __init__(self, quick: bool, logdir: Path, memory_requests: int | None = None):
         self.quick = quick
         self.memory_requests = memory_requests
+        self.baseline: Path | None = None
         self.logdir = logdir
         self.run_id = datetime.now(timezone.utc).strftime("%H%M%S")
         self.procs: dict[str, procs.Proc] = {}
@@ -72,6 +73,10 @@ def start_all(ctx: Ctx) -> None:
     if "triage-bare" in sections.PROXIES:
         ctx.procs["triage-bare"] = procs.start_triage("triage-bare", "bare.yaml", 1, ctx.logdir, ctx.env)
     ctx.procs["triage-governed"] = procs.start_triage("triage-governed", "governed.yaml", 1, ctx.logdir, ctx.env)
+    if ctx.baseline is not None:
+        ctx.procs["triage-baseline"] = procs.start_triage("triage-baseline", "governed.yaml", 1, ctx.logdir, ctx.env,
+                                                          root=ctx.baseline)
+        ctx.log(f"triage-baseline ready in {ctx.procs['triage-baseline'].wait_ready(240):.1f}s")
     if "litellm" in sections.PROXIES:
         ctx.procs["litellm"] = procs.start_litellm(1, ctx.logdir, ctx.env)
     for name in ("forwarder", *sections.PROXIES):
@@ -83,6 +88,12 @@ def start_all(ctx: Ctx) -> None:
     if st not in (200, 201):
         raise RuntimeError(f"creating the governed client key failed: {st} {key}")
     ctx.keys["triage-governed"] = key["key"]
+    if "triage-baseline" in ctx.procs:
+        st, key = http("POST", ctx.procs["triage-baseline"].url + "/admin/keys",
+                       {"tenant": f"bench-{ctx.run_id}", "budget_usd": 100000.0, "period": "total"}, master)
+        if st not in (200, 201):
+            raise RuntimeError(f"creating the baseline client key failed: {st} {key}")
+        ctx.keys["triage-baseline"] = key["key"]
 
 
 def smoke(ctx: Ctx) -> dict[str, Any]:
@@ -136,6 +147,8 @@ def main() -> None:
     ap.add_argument("--docs", action="store_true", help="write docs even for --quick/--only runs")
     ap.add_argument("--skip", default="", help="comma-separated proxies not to start: triage-bare, litellm")
     ap.add_argument("--memory-requests", type=int, default=None, help="requests per proxy in the memory section")
+    ap.add_argument("--baseline", default=None, help="another checkout (e.g. a git worktree at the commit before a "
+                    "change) whose governed Triage the ceiling section measures beside this one")
     ap.add_argument("--out", default=None, help="results file (default bench/results/<date>[-quick].json)")
     a = ap.parse_args()
     only = [s for s in a.only.split(",") if s] or list(SECTIONS)
@@ -151,13 +164,14 @@ def main() -> None:
     logdir = Path(os.environ.get("BENCH_LOGDIR", f"/tmp/triage-bench-{os.getpid()}"))
     logdir.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(a.quick, logdir, a.memory_requests)
+    ctx.baseline = Path(a.baseline).resolve() if a.baseline else None
     if "litellm" in sections.PROXIES:
         procs.ensure_litellm_venv(ctx.log)
     results: dict[str, Any] = {
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": a.quick,
         "sections": only, "machine": procs.machine(), "versions": versions(),
         "command": "python bench/run.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
-                   + (f" --skip {a.skip}" if a.skip else "")
+                   + (f" --skip {a.skip}" if a.skip else "") + (" --baseline DIR" if a.baseline else "")
                    + (f" --memory-requests {a.memory_requests}" if a.memory_requests else ""),
         "workers": 1, "prompt": PROMPT, "models": MODEL, "logdir": str(logdir), "errors": {},
     }
