@@ -40,11 +40,11 @@ from .models import (
 from .prices import PriceBook
 from .redis_client import close_client, make_client
 from .refusals import RefusalMixin
+from .script_batch import ScriptBatcher
 from .settings import AccountingSettings, complexity_bucket
 from .settings import as_str as _s
 from .settings import lua as _lua
 from .settings import today as _today
-from .script_batch import ScriptBatcher
 from .settlement import SettlementMixin
 from .spool import RecentSettles, Spool
 
