@@ -48,6 +48,8 @@ from .settings import today as _today
 from .settlement import SettlementMixin
 from .spool import RecentSettles, Spool
 
+WORKFLOW_BUDGET_TTL_S = 30 * 86400  # a workflow's cap and spend outlive its last step by a month
+
 log = logging.getLogger("triage.accounting")
 
 __all__ = ["Accountant", "AccountingSettings", "complexity_bucket"]
@@ -175,7 +177,9 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         return cap
 
     async def admit(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                    max_cost_usd: float | None = None) -> Admission:
+                    max_cost_usd: float | None = None, workflow: tuple[str, float] | None = None) -> Admission:
+        """`workflow`: (id, cap USD): the workflow's steps together may not spend past the cap; the scope is
+        held and charged atomically with the key and tenant budgets."""
         if not plans:
             raise ValueError("admit needs at least one plan")
         cap = self.effective_cap(principal, max_cost_usd)
@@ -188,8 +192,10 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                     "per-query cap", cap, cap,
                     f"Request may cost up to {usd(cheapest)}, above the per-query cost cap of {usd(cap)}.",
                 )
+        wscope: str | None = None
         try:
-            res, scope_names, ests = await self._admit_waiting(principal, request_id, plans, idx)
+            wscope = await self._workflow_budget(principal.tenant, *workflow) if workflow else None
+            res, scope_names, ests = await self._admit_waiting(principal, request_id, plans, idx, wscope)
         except AccountingUnavailable:
             if not self.settings.fail_open:
                 raise
@@ -206,9 +212,10 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
             retryable = int(res[6]) == 1
             why = ("requests in flight hold the rest; retry shortly" if retryable
                    else "spent money alone leaves too little")
+            name = f"workflow '{workflow[0]}'" if (workflow and scope == wscope) else scope
             raise BudgetExceeded(
                 scope, max(0.0, limit - spent - held), limit,
-                f"Budget exceeded for {scope}: spent {usd(spent)}, held by requests in flight {usd(held)}, "
+                f"Budget exceeded for {name}: spent {usd(spent)}, held by requests in flight {usd(held)}, "
                 f"limit {usd(limit)}, remaining {usd(max(0.0, limit - spent - held))}; this request may cost "
                 f"up to {usd(need)} ({why}).",
                 spent_usd=spent, held_usd=held, retryable=retryable,
@@ -228,31 +235,31 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
             remaining_usd=None if rem < 0 else from_nusd(rem),
             soft_warnings=warnings, tenant=principal.tenant, key_id=principal.key_id,
             tier=p.tier, model=p.model, held_scopes=held_scopes, reserved_nusd=ests[k],
-            store_prompts=principal.store_prompts,
+            store_prompts=principal.store_prompts, workflow_scope=wscope,
         )
 
     async def _admit_waiting(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                             idx: list[int]) -> tuple[Any, list[str], list[int]]:
+                             idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
         """Admit; a refusal caused only by holds of requests in flight is retried for up to
         ``hold_wait_s`` (they settle, usually for less than they held) before it is returned."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.hold_wait_s
         pause = 0.02
         while True:
-            res, scope_names, ests = await self._admit_policies(principal, request_id, plans, idx)
+            res, scope_names, ests = await self._admit_policies(principal, request_id, plans, idx, wscope)
             if int(res[0]) != 0 or int(res[6]) != 1 or loop.time() + pause > deadline:
                 return res, scope_names, ests
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
 
     async def _admit_policies(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                              idx: list[int]) -> tuple[Any, list[str], list[int]]:
+                              idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
         if principal.tenant not in self._policies:
             await self._refresh_policies(principal.tenant)
-        res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+        res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx, wscope)
         if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
             await self._refresh_policies(principal.tenant)
-            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx)
+            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx, wscope)
             if int(res[0]) == -1:
                 raise AccountingUnavailable("budget policies changing too fast to admit")
         return res, scope_names, ests
@@ -274,8 +281,28 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                 self._policies.clear()
             self._policies[tenant] = snap
 
+    async def _workflow_budget(self, tenant: str, workflow_id: str, cap_usd: float) -> str:
+        """Write the workflow's cap as a total-period hard budget of its own scope (the latest cap sent wins)."""
+        scope = rk.scope_workflow(workflow_id)
+        key = rk.budget(tenant, scope)
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout_s):
+                async with self.redis.pipeline(transaction=False) as p:
+                    p.hset(key, mapping={"limit": to_nusd(cap_usd), "period": "total", "mode": "hard"})
+                    p.expire(key, WORKFLOW_BUDGET_TTL_S)
+                    p.expire(rk.spend(tenant, scope), WORKFLOW_BUDGET_TTL_S)
+                    await p.execute()
+        except (TimeoutError, RedisError, OSError) as e:
+            raise AccountingUnavailable(f"accounting store unavailable: {type(e).__name__}") from e
+        return scope
+
+    async def workflow_spent(self, tenant: str, workflow_id: str) -> tuple[int, int]:
+        """(settled nano-USD, held nano-USD) of a workflow's budget."""
+        v = await self.redis.hmget(rk.spend(tenant, rk.scope_workflow(workflow_id)), "t", "reserved")
+        return int(v[0] or 0), int(v[1] or 0)
+
     async def _admit_once(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                          idx: list[int]) -> tuple[Any, list[str], list[int]]:
+                          idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
         """One EVALSHA over only the scopes that have a policy (per the cached, version-checked index)."""
         day, month = _today()
         t = principal.tenant
@@ -298,6 +325,13 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                         j = scope_ix[s] = len(scope_names)
                         keys += (rk.budget(t, s), rk.spend(t, s), rk.holds(t, s))
                     members.append(j)
+            if wscope is not None:
+                j = scope_ix.get(wscope)
+                if j is None:
+                    scope_names.append(wscope)
+                    j = scope_ix[wscope] = len(scope_names)
+                    keys += (rk.budget(t, wscope), rk.spend(t, wscope), rk.holds(t, wscope))
+                members.append(j)
             est = to_nusd(p.estimate_usd)
             ests.append(est)
             plan_args += (est, len(members), *members)

@@ -168,6 +168,7 @@ class Admission(BaseModel):
     held_scopes: list[str] = Field(default_factory=list)
     reserved_nusd: int = 0
     store_prompts: bool = False
+    workflow_scope: str | None = None  # a workflow's budget (x-triage-workflow-max-cost), charged at settle
 
 
 class UpstreamCall(BaseModel):
@@ -225,7 +226,14 @@ class LedgerRecord(BaseModel):
     # ran on the top tier: counterfactual = its own cost), "measured" (a shadow run on the top tier)
     counterfactual_method: str | None = None
     kind: Literal["request", "refusal", "evaluation"] = "request"
-    workflow: str = ""  # client label for reports (x-triage-workflow); never a budget scope
+    workflow: str = ""  # client label for reports (x-triage-workflow), scoped to the tenant
+    workflow_step: str = ""  # the step's name (x-triage-step)
+    # the step's place in its workflow and the context earlier steps already sent (accounting/workflows.py)
+    workflow_depth: int | None = None
+    redundant_tokens: int | None = None
+    redundant_nusd: int | None = None
+    cache_hit: bool = False  # answered from the response cache: no upstream call, cost 0
+    cache_saved_nusd: int | None = None  # what the cached answer cost when it was made
     refused_estimate_nusd: int | None = None  # refusals: the worst case that did not fit
     evaluation: dict[str, Any] | None = None  # shadow rows: the labelled comparison
     client_prompt_tokens: int | None = None  # top-tier rows: the client's prompt, counted (counterfactual learning)

@@ -31,6 +31,13 @@ Layout (``P`` = ``triage:``, ``T`` = ``triage:{<tenant>}:``):
 - ``T evals``                    stream: shadow evaluation rows (labelled comparisons), field ``d`` = JSON
 - ``T toplen``                   hash: ``<bucket>|calls`` / ``<bucket>|ct``: the tenant's top-tier calls and
                                  completion tokens, what the savings counterfactual learns output length from
+- ``T wf:<sha256>``              hash: one workflow's totals (id, steps, cost, redundant/cached context, tiers,
+                                 ``depth:<n>`` cost of its n-th step); the id is hashed so any client id is a safe key
+- ``T wf:<sha256>:blocks``       set: hashes of the message blocks the workflow's steps already sent
+- ``T wfs``                      zset: workflow key hash -> last step time (the tenant's workflow index)
+- ``T cache:<sha256>``           string: a cached response (exact match of the request that made it)
+- ``T cache:<sha256>:lock``      string: single flight, held by the one request computing that answer
+- ``T cache:index``              zset: cached entries by store time, for the per-tenant size limit
 - ``P alert:<kind>:<scope>:<period field>:<limit>`` string: set NX when a budget alert is sent, so one
                                  crossing alerts once across all workers; expires after the period
 
@@ -165,6 +172,11 @@ def scope_key(kid: str) -> str:
     return f"key:{kid}"
 
 
+def scope_workflow(workflow_id: str) -> str:
+    """A workflow's budget scope: the hashed id, inside the tenant's keys like every scope."""
+    return f"workflow:{_h(workflow_id)}"
+
+
 def scope_eval(t: str) -> str:
     """Evaluation (shadow sampling) spend of a tenant: counted apart from its request spend."""
     return f"eval:{t}"
@@ -182,3 +194,39 @@ def scopes_for(tenant_name: str, kid: str, tier: str, model: str) -> list[str]:
     """All scopes a request counts against, broadest last so messages name the narrowest first."""
     k, t = scope_key(kid), scope_tenant(tenant_name)
     return [scope_tier(k, tier), scope_model(k, model), k, scope_tier(t, tier), scope_model(t, model), t]
+
+
+def _h(v: str) -> str:
+    return hashlib.sha256(v.encode()).hexdigest()[:32]
+
+
+def workflow_id_hash(workflow_id: str) -> str:
+    return _h(workflow_id)
+
+
+def workflow(tenant_name: str, workflow_id: str) -> str:
+    return f"{tagged(tenant_name)}wf:{_h(workflow_id)}"
+
+
+def workflow_blocks(tenant_name: str, workflow_id: str) -> str:
+    return f"{tagged(tenant_name)}wf:{_h(workflow_id)}:blocks"
+
+
+def workflows_index(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}wfs"
+
+
+def workflow_by_hash(tenant_name: str, wf_hash: str) -> str:
+    return f"{tagged(tenant_name)}wf:{wf_hash}"
+
+
+def cache_entry(tenant_name: str, digest: str) -> str:
+    return f"{tagged(tenant_name)}cache:{digest}"
+
+
+def cache_lock(tenant_name: str, digest: str) -> str:
+    return f"{tagged(tenant_name)}cache:{digest}:lock"
+
+
+def cache_index(tenant_name: str) -> str:
+    return f"{tagged(tenant_name)}cache:index"

@@ -106,6 +106,9 @@ class SettlementMixin:
         for m, amt in per_model.items():
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
             amounts += (amt, amt)
+        if adm.workflow_scope:
+            charge.append(adm.workflow_scope)
+            amounts.append(total)
         keys += [rk.spend(tenant, sc) for sc in charge]
         learn_calls = learn_ct = learn_pt = learn_cp = 0
         if record.counterfactual_method == "top-tier" and record.status == "ok":

@@ -212,11 +212,13 @@ def _register_commands() -> None:
     from router.commands import cascade as cascade_cmds
     from router.commands import classifier as clf_cmds
     from router.commands import forecast as forecast_cmds
+    from router.commands import workflows as workflow_cmds
 
     clf_cmds.register(app)
     acct_cmds.register(app)
     cascade_cmds.register(app)
     forecast_cmds.register(app)
+    workflow_cmds.register(app)
 
 
 _register_commands()

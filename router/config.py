@@ -226,6 +226,27 @@ class ClassifierSpec(BaseModel):
     store: str | None = None        # folder `triage classifier promote/rollback` manage
 
 
+class CacheSpec(BaseModel):
+    """`cache:` exact-match response cache (per tenant, in Redis) with single flight across workers."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    temperature_zero: bool = True      # temperature 0 counts as an opt-in (others opt in per request)
+    ttl_s: int = Field(default=3600, ge=1, le=30 * 86400)
+    max_entries: int = Field(default=10_000, ge=1)        # per tenant; the oldest go first
+    max_entry_bytes: int = Field(default=256 * 1024, ge=1)
+    single_flight_wait_s: float = Field(default=30.0, gt=0, le=600)
+
+
+class WorkflowSpec(BaseModel):
+    """`workflows:` multi-step workflows (x-triage-workflow)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_days: float = Field(default=7, gt=0, le=365)       # an idle workflow's state is forgotten after this
+    default_max_cost_usd: float | None = Field(default=None, gt=0)  # a cap for every workflow without its own
+    affinity: bool = True              # steps of a workflow stay on one deployment so prompt caches hit
+
+
 class TriageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_list: list[ModelEntry] = Field(min_length=1)
@@ -242,6 +263,8 @@ class TriageConfig(BaseModel):
     accounting: AccountingSpec = Field(default_factory=AccountingSpec)
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     shadow: ShadowSpec = Field(default_factory=ShadowSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    workflows: WorkflowSpec = Field(default_factory=WorkflowSpec)
     # From LiteLLM's router_settings / litellm_settings (or set here directly).
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     num_retries: int | None = Field(default=None, ge=0, le=10)

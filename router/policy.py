@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from router.config import TriageConfig
-from router.http.errors import ProxyError
+from router.http.errors import ProxyError, budget_exceeded
 from router.tiers import cost
 from router.tiers.base import Decision, Plan
 from router.tiers.reasoning import STEP_TOKENS, THINK_STEPS
@@ -275,3 +275,22 @@ def _passthrough(t: PolicyTables, model: str, p: int, requested: int | None, cap
             )
     return Decision(plans=plans, complexity=c, signals=signals, reason=f"passthrough {model}", rejected=rejected,
                     cap_usd=cap, preferred="passthrough")
+
+
+# Tiers that forward `n` to the provider: one call, n choices. Others run n executions (router/tiers/multi.py).
+N_NATIVE = frozenset({"fast", "passthrough"})
+
+
+def scale_for_choices(decision: Decision, n: int) -> None:
+    """n choices cost up to n answers: every candidate's hold grows to match, and the cap still applies."""
+    kept = []
+    for p in decision.plans:
+        p.estimate_usd *= n
+        if decision.cap_usd is not None and p.estimate_usd > decision.cap_usd:
+            decision.rejected.append({"tier": p.tier, "estimate_usd": p.estimate_usd,
+                                      "why": f"n={n} choices over cap ${decision.cap_usd:.6f}"})
+            continue
+        kept.append(p)
+    if not kept:
+        raise budget_exceeded(f"The per-query cost cap cannot pay for n={n} choices; lower n or raise the cap.")
+    decision.plans[:] = kept

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Coroutine
 
 from accounting import Accountant, AccountingSettings, count_text_tokens
+from accounting.response_cache import ResponseCache
+from accounting.workflows import Workflows
 from classifier import Classifier
 from router.config import TriageConfig
 from router.observe.hub import Observability
@@ -32,6 +34,8 @@ class AppState:
     defaults_upstream: str | None = None
     sessions: SessionPins = field(default_factory=SessionPins)
     obs: Observability | None = None
+    cache: ResponseCache | None = None
+    workflows: Workflows | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _compactor: asyncio.Task[Any] | None = None
 
@@ -59,6 +63,10 @@ class AppState:
             obs.metrics.declare(list(snap.deployments))
         st = cls(snapshot=snap, upstream=upstream, accountant=accountant,
                  config_path=config_path, defaults_upstream=defaults_upstream, obs=obs)
+        c = config.cache
+        st.cache = ResponseCache(accountant.redis, ttl_s=c.ttl_s, max_entries=c.max_entries,
+                                 max_entry_bytes=c.max_entry_bytes)
+        st.workflows = Workflows(accountant.redis, ttl_s=int(config.workflows.ttl_days * 86400))
         a = config.accounting
         if a.cold_ledger_url:
             from accounting.cold import ColdLedger, compact_forever  # noqa: PLC0415 - optional extra

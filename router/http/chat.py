@@ -23,6 +23,7 @@ from classifier import last_user_text
 from router import policy, shadow
 from router.config import VIRTUAL_MODELS
 from router.counterfactual import top_tier_nusd
+from router.http import caching
 from router.http.auth import authenticate
 from router.http.errors import (
     ProxyError,
@@ -38,17 +39,18 @@ from router.http.metering import (
     record_refusal,
     refusal_below_cap,
     usage_cost,
-    workflow,
 )
 from router.http.request import check_output_cap, parse_cap, read_body, read_json
 from router.http.schemas import validate_chat
 from router.http.sse import DONE_EVENT, encode
+from router.policy import N_NATIVE, scale_for_choices
 from router.session import pin_shared, shared_tier
 from router.state import AppState
 from router.tiers.base import Decision, ExecContext, Plan
 from router.tiers.multi import MultiChoice
 from router.tiers.registry import EXECUTORS
 from router.upstream import UpstreamError
+from router.workflow import Workflow, identify, observe_workflow, workflow_left
 
 log = logging.getLogger("triage.chat")
 _loads = orjson.loads
@@ -75,25 +77,6 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, 
             yield item
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
-
-
-# Tiers that forward `n` to the provider: one call, n choices. Others run n executions (router/tiers/multi.py).
-N_NATIVE = frozenset({"fast", "passthrough"})
-
-
-def scale_for_choices(decision: Decision, n: int) -> None:
-    """n choices cost up to n answers: every candidate's hold grows to match, and the cap still applies."""
-    kept = []
-    for p in decision.plans:
-        p.estimate_usd *= n
-        if decision.cap_usd is not None and p.estimate_usd > decision.cap_usd:
-            decision.rejected.append({"tier": p.tier, "estimate_usd": p.estimate_usd,
-                                      "why": f"n={n} choices over cap ${decision.cap_usd:.6f}"})
-            continue
-        kept.append(p)
-    if not kept:
-        raise budget_exceeded(f"The per-query cost cap cannot pay for n={n} choices; lower n or raise the cap.")
-    decision.plans[:] = kept
 
 
 class ChatHandler:
@@ -133,6 +116,33 @@ class ChatHandler:
             check_output_cap(asked, "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
                              [concrete] if concrete else None, snap)
         messages = raw["messages"]
+        wf = identify(request.headers, raw)
+        ck: str | None = None
+        if st.cache is not None and cfg.cache.enabled:
+            ck = caching.digest(request.headers, raw, cfg.cache.temperature_zero)
+            if ck is not None:
+                cached, leader = await caching.lookup(st, principal.tenant, ck, rid, cfg.cache.single_flight_wait_s)
+                if cached is not None:
+                    return await caching.serve_hit(st, request, cached, principal, req, rid, wf, messages, t0)
+                if not leader:
+                    ck = None  # another request is computing it and gave up or timed out: answer, don't cache
+        if ck is None:
+            return await self._serve(request, rid, principal, raw, req, forced_tier, concrete, wf, None, asked, t0)
+        try:
+            return await self._serve(request, rid, principal, raw, req, forced_tier, concrete, wf, ck, asked, t0)
+        except BaseException:
+            await caching.release(st, principal.tenant, ck, rid)
+            raise
+
+    async def _serve(self, request: Request, rid: str, principal: Principal, raw: dict[str, Any], req: Any,
+                     forced_tier: str | None, concrete: str | None, wf: Workflow | None, ck: str | None,
+                     asked: int | None, t0: float) -> Response:
+        """classify -> decide -> admit -> execute -> meter, for a request the cache did not answer."""
+        st = self.state
+        snap = st.snapshot
+        cfg = snap.config
+        model = req.model
+        messages = raw["messages"]
         tc = time.perf_counter()
         cls = snap.classifiers.for_tenant(principal.tenant).classify(messages)
         obs = st.obs
@@ -156,21 +166,23 @@ class ChatHandler:
         except ProxyError as e:
             if e.code == "cost_cap_below_minimum":  # denied demand too: ledgered like a budget refusal
                 await refusal_below_cap(st.accountant, principal, rid, req.model, cls.complexity, e.message,
-                                        workflow(request, raw))
+                                        wf.id if wf is not None else "")
             raise
         if n > 1:
             decision.cap_usd = cap
             scale_for_choices(decision, n)
         estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
                      for p in decision.plans]
-        wf = workflow(request, raw)
         try:
-            adm = await st.accountant.admit(principal, rid, estimates)
+            wcap = (wf.max_cost_usd or cfg.workflows.default_max_cost_usd) if wf is not None else None
+            adm = await st.accountant.admit(principal, rid, estimates,
+                                            workflow=(wf.id, wcap) if (wf is not None and wcap) else None)
         except BudgetExceeded as e:
             why = "max_cost_per_query" if e.scope == "per-query cap" else "budget_exceeded"
             if obs is not None:
                 obs.refused(why, rid, principal.tenant, principal.key_id, model, t0, scope=e.scope)
-            await record_refusal(st.accountant, principal, rid, req.model, decision, why, e.message, wf)
+            await record_refusal(st.accountant, principal, rid, req.model, decision, why, e.message,
+                                 wf.id if wf is not None else "")
             raise budget_exceeded(e.message, e.retryable) from None
         except AccountingUnavailable:
             if obs is not None:
@@ -188,10 +200,13 @@ class ChatHandler:
             upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
             body=fwd, budget_usd=plan.estimate_usd if adm.failed_open else adm.reserved_usd, want_transcript=want_transcript,
             num_retries=cfg.num_retries,
+            affinity=f"{principal.tenant}\x00{wf.id}" if (wf is not None and cfg.workflows.affinity) else None,
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
         meta.client_rid = request.scope.get("triage.client_request_id")
-        meta.workflow = wf
+        meta.workflow = wf.id if wf is not None else ""
+        meta.wf = wf
+        meta.cache_key = ck
         meta.lease = LeaseKeeper(st.accountant, adm)
         meta.asked_tokens = asked
         if snap.config.shadow.for_tenant(principal.tenant)[1] > 0:
@@ -218,7 +233,9 @@ class ChatHandler:
                                        streamed=True)
                     raise (error_status(e) if isinstance(e, UpstreamError) else e) from None
             gen = self._stream(items, first, ctx, meta, include_usage)
-            return StreamingResponse(gen, media_type="text/event-stream", headers=meta.headers(rid, None))
+            return StreamingResponse(gen, media_type="text/event-stream",
+                                     headers=await workflow_left(st, adm, principal.tenant, wf, meta.headers(rid, None),
+                                                                 wcap))
 
         try:
             resp = await executor.complete(plan, ctx)
@@ -233,15 +250,17 @@ class ChatHandler:
             raise
         nusd = ctx.spent_nusd()
         usage_cost(resp.setdefault("usage", {}), nusd)
-        await self._finish(ctx, meta, status="ok", answer=shadow.answer_text(resp))
+        await self._finish(ctx, meta, status="ok", answer=shadow.answer_text(resp), resp=resp)
         return Response(orjson.dumps(resp), media_type="application/json",
-                        headers=meta.headers(rid, nusd, ctx, resp.get("model")))
+                        headers=await workflow_left(st, adm, principal.tenant, wf,
+                                                    meta.headers(rid, nusd, ctx, resp.get("model")), wcap))
 
     async def _stream(self, items: AsyncGenerator[Any, None], first: Any, ctx: ExecContext, meta: "_Meta",
                       include_usage: bool) -> AsyncIterator[bytes]:
         done = False
         status = "ok"
         streamed_text: list[str] = []
+        keep: list[dict[str, Any]] | None = [] if meta.cache_key is not None else None
         try:
             # aclosing: on a client disconnect the executor's upstream stream closes now and bills its partial call
             async with aclosing(_prepend(first, items)) as all_items:
@@ -251,6 +270,8 @@ class ChatHandler:
                         continue
                     if meta.ttft_ms is None:
                         meta.ttft_ms = (time.perf_counter() - meta.t0) * 1000
+                    if keep is not None:
+                        keep.append(item)
                     choices = item.get("choices")
                     if choices:
                         delta = choices[0].get("delta") or {}
@@ -290,7 +311,8 @@ class ChatHandler:
                 self._bill_unmetered(ctx, meta, "".join(streamed_text))
             # A client disconnect cancels this task; settling must not be cancelled with it.
             self.state.spawn(self._finish(ctx, meta, status=status, partial=partial, streamed=True,
-                                          answer="".join(streamed_text) if done else None))
+                                          answer="".join(streamed_text) if done else None,
+                                          chunks=keep if done else None))
 
     def _bill_unmetered(self, ctx: ExecContext, meta: "_Meta", text: str) -> None:
         """The client left and no executor recorded the call that was streaming: bill what we forwarded,
@@ -305,11 +327,14 @@ class ChatHandler:
                                       cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
 
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
-                      streamed: bool = False, answer: str | None = None) -> None:
+                      streamed: bool = False, answer: str | None = None, resp: dict[str, Any] | None = None,
+                      chunks: list[dict[str, Any]] | None = None) -> None:
         if meta.lease is not None:
             meta.lease.stop()
         meta.lengths = await self.state.accountant.top_lengths(meta.principal.tenant)
         rec = meta.record(ctx, status=status, partial=partial, streamed=streamed)
+        if meta.wf is not None:
+            await observe_workflow(self.state, meta.wf, rec, meta.messages, ctx.calls)
         try:
             if ctx.calls:
                 await self.state.accountant.settle(meta.adm, rec)
@@ -325,6 +350,9 @@ class ChatHandler:
             self.state.spawn(shadow.after_serve(self.state, meta.snap, meta.principal, meta.plan.tier,
                                                 meta.decision.complexity, ctx.request_id, req, fwd, cls, pt,
                                                 meta.messages, answer, rec.cost_nusd or ctx.spent_nusd()))
+        if meta.cache_key is not None:
+            await caching.settle_lead(self.state, meta.principal.tenant, meta.cache_key, rec,
+                                      status == "ok" and not partial, resp, chunks)
 
 
 class _Meta:
@@ -332,7 +360,7 @@ class _Meta:
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
                  "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens", "shadow_args",
-                 "clf_version")
+                 "clf_version", "wf", "cache_key")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
                  t0: float, messages: list[Any], top_tier: str, snap: Any):
@@ -353,6 +381,8 @@ class _Meta:
         self.asked_tokens: int | None = None
         self.shadow_args: tuple[Any, ...] | None = None
         self.clf_version = ""
+        self.wf: Workflow | None = None
+        self.cache_key: str | None = None
 
     def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:

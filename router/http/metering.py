@@ -19,7 +19,6 @@ from accounting.models import NANO, to_nusd, usd_str
 
 log = logging.getLogger("triage.metering")
 
-_WORKFLOW_RE = re.compile(r"[^A-Za-z0-9_.:/-]")
 
 
 def cost_headers(nusd: int) -> dict[str, str]:
@@ -37,19 +36,6 @@ def cost_comment(request_id: str, nusd: int) -> bytes:
     included) skips, so it reaches clients that read it without breaking those that don't."""
     body = orjson.dumps({"request_id": request_id, "cost_usd": usd_str(nusd), "cost_nusd": nusd})
     return b": triage-cost " + body + b"\n\n"
-
-
-def workflow(request: Any, raw: dict[str, Any]) -> str:
-    """The client's workflow label for reports (x-triage-workflow or metadata.workflow): a grouping
-    label only, never a budget scope; cleaned and cut to 64 characters."""
-    w = request.headers.get("x-triage-workflow")
-    if w is None:
-        md = raw.get("metadata")
-        if isinstance(md, dict) and isinstance(md.get("workflow"), str):
-            w = md["workflow"]
-    if not w:
-        return ""
-    return _WORKFLOW_RE.sub("_", w)[:64]
 
 
 async def record_refusal(acct: Any, principal: Principal, rid: str, virtual_model: str, decision: Any,

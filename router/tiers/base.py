@@ -109,6 +109,9 @@ class ExecContext:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     # What the tier observed while answering (deliberation agreement, cascade escalation), for the ledger.
     outcome: dict[str, Any] = field(default_factory=dict)
+    # Deployment stickiness: requests with the same key (a workflow) go to the same deployment of a model,
+    # so the provider's prompt cache sees their shared prefix; None spreads requests over deployments.
+    affinity: str | None = None
 
     def spent_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls)

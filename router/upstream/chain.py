@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+import zlib
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Iterable, Literal, Protocol
 
@@ -79,8 +80,13 @@ def attempts(ctx: ExecContext, chain: list[str]) -> list[tuple[str, Deployment]]
     """Attempt order: the chain's warm deployments in order, cooling ones last, then retries of the same."""
     warm: list[tuple[str, Deployment]] = []
     cold: list[tuple[str, Deployment]] = []
+    spread = ctx.affinity or ctx.request_id
     for name in chain:
-        for dep in ctx.deployments.get(name, ()):
+        deps = ctx.deployments.get(name, ())
+        if len(deps) > 1:  # several deployments of one model: start at the one this key hashes to
+            k = zlib.crc32(f"{spread}\x00{name}".encode()) % len(deps)
+            deps = [*deps[k:], *deps[:k]]
+        for dep in deps:
             (cold if COOLDOWNS.cooling(dep) else warm).append((name, dep))
     order = warm + cold
     if not order:

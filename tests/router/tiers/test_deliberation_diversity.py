@@ -75,8 +75,9 @@ def test_easy_questions_stay_unanimous_and_cost_is_within_the_hold(proxy: Proxy)
     client = proxy.client(api_key=key)
     for stream in (False, True):
         kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-        r = client.chat.completions.create(model="triage/deliberate", temperature=0,
-                                           messages=[{"role": "user", "content": "Question 3: easy?"}], **kw)
+        r = client.chat.completions.create(model="triage/deliberate", temperature=0,  # deliberate both times:
+                                           messages=[{"role": "user", "content": "Question 3: easy?"}],
+                                           extra_headers={"x-triage-cache": "off"}, **kw)  # no cache hit
         if stream:
             list(r)
     recs = ledger(proxy, "div2", 2)
