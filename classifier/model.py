@@ -152,9 +152,9 @@ class Classifier:
         up = len(self.tiers) > 1 and p >= self.tiers[1][1]
         ranked = [(abs(c) / norm, "wording:" + ("<number>" if t == "0" else t))
                   for c, t in contribs if (c > 0) == up and abs(c) / norm >= 0.05]
-        for name, i, m, c in zip(self._dense_names, self._dense_idx, self._dense_mean, dense_c):
-            if (c > 0) == up and abs(c) >= 0.1:
-                ranked.append((abs(c), name if x[i] >= m else _LOW_NAMES.get(name, "no_" + name)))
+        for dname, di, dm, dc in zip(self._dense_names, self._dense_idx, self._dense_mean, dense_c):
+            if (dc > 0) == up and abs(dc) >= 0.1:
+                ranked.append((abs(dc), dname if x[di] >= dm else _LOW_NAMES.get(dname, "no_" + dname)))
         ranked.sort(key=lambda r: (-r[0], r[1]))
         signals = fired + [s for _, s in ranked if s not in fired]
         return p, signals[:3]

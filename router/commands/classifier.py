@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, NoReturn, Optional
 
 import typer
 
@@ -82,7 +82,7 @@ def _opts(items: list[str] | None) -> dict:
     return out
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
@@ -199,7 +199,7 @@ def _ledger_rows(ledger: Path | None, tenant: str | None, redis_url: str | None,
     if ledger is not None:
         import orjson
         try:
-            return [orjson.loads(l) for l in ledger.read_bytes().splitlines() if l.strip()]
+            return [orjson.loads(ln) for ln in ledger.read_bytes().splitlines() if ln.strip()]
         except OSError as e:
             _fail(f"{ledger}: {e.strerror or e}")
         except ValueError as e:

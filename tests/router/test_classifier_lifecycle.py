@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from classifier import Classifier
 from classifier.training.fixture import write_fixture
 from router.commands.classifier import register
-from tests.router.conftest import make_config, start_proxy, MASTER, Proxy
+from tests.router.conftest import MASTER, Proxy, make_config, start_proxy
 
 runner = CliRunner()
 
