@@ -12,7 +12,8 @@ tier counts its real cost. Shadow runs (router/shadow.py) measure the same figur
 Learned (LEARN_MIN_CALLS top-tier calls in the bucket): calls per request x the mean call of the tier's
 models, each call with the bucket's mean output and the bucket's mean call prompt relative to the
 client's prompt (agent roles, quoted answers); so a vote's aggregator counts as often as it really ran.
-Default: every agent, every round and the aggregator, at the request's own answer length (errs high).
+Default: every agent and every round, a debate's aggregator (a vote's runs only on a split and is not
+assumed), at the request's own answer length.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
     final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
     out = max(1, final.completion_tokens if final is not None else 1)
-    usd = sum(call(m, p, out) for m in agents)
+    # deliberation agents also get a perspective message: half its bound, a typical length
+    role = cost.AGENT_ROLE_TOKENS // 2 if (len(agents) > 1 or agg) else 0
+    usd = sum(call(m, p + role, out) for m in agents)
     if len(agents) > 1 or agg:
         quoted = p + cost.quoted_tokens(len(agents), out)
         usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
-        if agg:
-            agg_out = out if getattr(tt, "strategy", None) == "debate" else cost.PICK_TOKENS
-            usd += call(agg, quoted, agg_out)
+        # A debate's aggregator always writes the answer; a vote's only breaks a split, which the
+        # default does not assume (a counterfactual that errs high would overstate the savings).
+        if agg and getattr(tt, "strategy", None) == "debate":
+            usd += call(agg, quoted, out)
     return to_nusd(usd), "top-tier-plan:default"

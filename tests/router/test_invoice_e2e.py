@@ -347,9 +347,9 @@ def test_counterfactual_is_the_top_tiers_real_cost(inv: Proxy) -> None:
     real_top = int(top.headers["x-triage-cost-nusd"])
     assert rows["deliberate"]["counterfactual_method"] == "top-tier"
     assert rows["deliberate"]["counterfactual_nusd"] == real_top
-    # every agent counted, and the vote's aggregator too until the ledger shows how often it runs:
-    # never below what the top tier really cost on this prompt
-    assert real_top <= est["counterfactual_nusd"] <= 2.5 * real_top, (est["counterfactual_nusd"], real_top)
+    # every agent counted (the vote's aggregator only runs on a split, which this prompt did not have);
+    # the default's prompt overhead per agent is a typical one, so close, not exact
+    assert abs(est["counterfactual_nusd"] - real_top) <= 0.25 * real_top, (est["counterfactual_nusd"], real_top)
     assert est["counterfactual_nusd"] > 3 * int(cheap.headers["x-triage-cost-nusd"])
     # the reasoning tier's thinking is not priced as a plain answer, and a tier dearer than the
     # baseline shows a negative saving
@@ -357,6 +357,8 @@ def test_counterfactual_is_the_top_tiers_real_cost(inv: Proxy) -> None:
         c.chat.completions.create(model="triage/deliberate", max_tokens=48, messages=msgs)
     c.chat.completions.create(model="triage/fast", max_tokens=48, messages=msgs)
     learned = [r for r in _ledger(inv, "cf") if r["tier"] == "fast"][-1]
+    print(f"counterfactual vs real top tier ({real_top} nUSD): default {est['counterfactual_nusd']}, "
+          f"learned {learned['counterfactual_nusd']}")
     assert learned["counterfactual_method"] == "top-tier-plan:learned"
     assert abs(learned["counterfactual_nusd"] - real_top) <= 0.1 * real_top
     rep = inv.admin("GET", "/admin/ledger/report", params={"tenant": "cf", "since": "1d", "by": "tier"}).json()

@@ -95,6 +95,8 @@ def test_shadow_rows_label_measure_and_export(sh: Proxy) -> None:
     assert {t for t, _ in cells} == {"fast", "deliberate"}
     assert all(x["quality"] is not None for x in m["by_tier_complexity"])
     routing = m["routing"]
+    print(f"shadow: measured fast saving/request {fast['saving_per_request_usd']:.6f} USD, 95% CI {lo:.6f}..{hi:.6f}, "
+          f"{fast['savings_pct']:.1f}% vs top tier; estimated {[(r['tier'], r['savings_pct']) for r in rep['rows']]}; routing {routing}")
     assert routing["labelled"] == 12 and routing["strong_share"] == pytest.approx(4 / 12)
     assert routing["apgr"] is None or 0.0 <= routing["apgr"] <= 1.0
     # the labelled rows, ready for `triage train`
