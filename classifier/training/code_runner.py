@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,8 @@ def run_code(code: str, probes: list[dict[str, str]]) -> list[dict[str, Any]] | 
                                   env={"PATH": os.defpath, "PYTHONHASHSEED": "0"})
         except subprocess.TimeoutExpired:
             return None
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # the CPU limit is a timeout too
+        return None
     try:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
