@@ -22,10 +22,13 @@ _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3."):
+    for marker in ("site-packages/", "lib/python3."):
         if marker in path:
             tail = path.split(marker, 1)[1]
             return tail.split("/", 1)[1] if marker == "lib/python3." and "/" in tail else tail
+    for pkg in ("/router/", "/accounting/", "/classifier/", "/simulator/", "/bench/"):  # any checkout
+        if pkg in path:
+            return pkg[1:] + path.rsplit(pkg, 1)[1]
     return path
 
 
@@ -78,6 +81,9 @@ def fold(raw: str, top: int = 20) -> dict[str, Any]:
 # Stage of a sample: the innermost frame that names one (checked innermost first), so the
 # accountant's Redis calls inside settle count as settle, not as the handler around them.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # the accountant's pipelined round trip (accounting/script_batch.py) runs in its own task, outside
+    # the admit/settle frames of the requests whose calls it carries
+    ("admit+settle, batched", ("_send (accounting/script_batch.py)",)),
     ("ledger", ("record (router/http/chat.py)", "top_tier_nusd", "model_dump_json", "LedgerRecord", "top_lengths")),
     ("settle", ("settle (accounting/", "release (accounting/", "_finish (router/http/chat.py)")),
     ("admit", ("admit (accounting/", "LeaseKeeper", "_run (router/http/metering.py)")),
@@ -103,7 +109,11 @@ def stages(raw: str) -> dict[str, float]:
             continue
         n = int(count)
         total += n
-        frames = [f.strip() for f in stack.split(";")]
+        frames = []
+        for fr in stack.split(";"):
+            m = _FRAME.match(fr.strip())
+            if m:
+                frames.append(f"{m['fn']} ({_short(m['file'])})")
         stage = "event loop / other"
         for fr in reversed(frames):
             hit = next((name for name, marks in STAGES if any(m in fr for m in marks)), None)
