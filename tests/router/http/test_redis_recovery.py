@@ -89,6 +89,8 @@ def test_redis_restart_under_load_then_zero_503(restart_proxy: Proxy, own_redis:
     load, back = asyncio.run(run())
     before = [s for t, s in load.results if t < back]
     after = [s for t, s in load.results if t >= back]
+    print(f"restart: {len(before)} requests before back ({before.count(503)} x 503), "
+          f"{len(after)} after ({after.count(503)} x 503)")
     assert 503 in before, "while Redis was down, admission must fail closed"
     assert len(after) >= 200
     assert [s for s in after if s != 200] == [], f"{after.count(503)} of {len(after)} refused after Redis came back"
@@ -119,4 +121,5 @@ def test_stalled_redis_is_waited_for_not_an_outage(restart_proxy: Proxy, own_red
 
     load = asyncio.run(run())
     statuses = [s for _, s in load.results]
+    print(f"stall: {len(statuses)} requests, {statuses.count(503)} x 503")
     assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
