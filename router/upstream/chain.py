@@ -257,16 +257,18 @@ async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_t
 
 
 def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: Hop,
-            tried: dict[int, float | None], sent: dict[str, Any] | None = None, max_tokens: int = 0) -> None:
+            tried: dict[int, float | None], step: "Step", sent: dict[str, Any] | None = None,
+            max_tokens: int = 0) -> None:
     """Record a failed attempt (at its best estimate when the provider billed it, flagged); re-raise what
     no retry can fix, else cool the deployment down."""
     if e.consumed is not None and sent is not None:
-        # Billed by the provider, so it is on the bill; but not held against this step's allowance: the
-        # retry it needs still gets a whole attempt (the hold covers one answer; this money is already
-        # gone whatever we do, and refusing the retry would only add a failed request to it).
+        # Billed by the provider, so it is on the bill and spent from this step's allowance: a retry only
+        # gets what the hold has left, so a request never costs more than it was admitted with (when
+        # nothing is left, the client gets the upstream error rather than an overspent budget).
         text, comp = _consumed_estimate(e, max_tokens)
-        _record(ctx, model, None, t0, _err_status(e), hop, est_text=text, sent=sent,
-                est_completion=comp or 1, billed=True)
+        call = _record(ctx, model, None, t0, _err_status(e), hop, est_text=text, sent=sent,
+                       est_completion=comp or 1, billed=True)
+        step.spent += call.cost_usd
     else:
         _record(ctx, model, None, t0, _err_status(e), hop)
     if not e.retryable:
@@ -292,7 +294,7 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
             resp = await ctx.upstream.complete(dep, sent)
         except UpstreamError as e:
             last = e
-            _failed(ctx, model, dep, e, t0, hop, tried, sent, mt)
+            _failed(ctx, model, dep, e, t0, hop, tried, step, sent, mt)
             continue
         except asyncio.CancelledError:
             # The provider has the prompt and may be generating: bill at least the prompt.
@@ -342,7 +344,7 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
         except UpstreamError as e:
             await agen.aclose()
             last = e
-            _failed(ctx, model, dep, e, t0, hop, tried)
+            _failed(ctx, model, dep, e, t0, hop, tried, step)
             continue
         except (asyncio.CancelledError, GeneratorExit):
             await agen.aclose()

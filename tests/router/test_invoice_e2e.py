@@ -210,11 +210,12 @@ def test_failed_attempts_that_consumed_tokens_are_billed_and_flagged(inv: Proxy)
     # the model's deployment timeout is 5 s: timeout_after generates the answer, then hangs past it
     for fault in ("malformed", "disconnect", "timeout_after"):
         inv.mock.fault(fault, model="mock-small", count=1)
-        try:  # retried when the failure is retryable (timeout, cut body); a malformed 200 is answered 502
+        try:  # a retryable failure (timeout, cut body) is retried only with what the hold has left; the
+            # billed attempt used it up here, so the client gets the upstream error; a malformed 200 is 502
             r = c.chat.completions.create(model="small", max_tokens=40, messages=msgs)
             assert r.choices[0].message.content
         except openai.APIStatusError as e:
-            assert fault == "malformed" and e.status_code == 502
+            assert e.status_code in (502, 504)
     billed = [b for b in inv.mock.stats()["billed"] if b["fault"]]
     assert [b["fault"] for b in billed] == ["malformed", "disconnect", "timeout_after"]
     rows = _ledger(inv, "fail")
