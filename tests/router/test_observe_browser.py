@@ -115,8 +115,8 @@ def test_dashboard_master_and_tenant(browser: Any, proxy: Proxy, seeded: Seeded)
 
     goto(page, "#/routing", "main svg.chart")
     assert chart_points(page)[0] > 0
-    fp = proxy.admin("GET", "/ui/api/routing").json()["classifier"]["fingerprint"]
-    assert fp in page.inner_text("main h1")
+    version = proxy.admin("GET", "/ui/api/routing").json()["classifier"]["version"]
+    assert version and version in page.inner_text("main h1")  # the artifact routing now is named
     shot(page, "05-routing")
 
     goto(page, "#/requests", "main tbody tr.clickable")

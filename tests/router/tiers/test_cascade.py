@@ -85,7 +85,10 @@ def test_verifier_alone_escalates_exactly_the_wrong_answers(proxy: Proxy) -> Non
     setup(proxy, samples=0, logprobs=False, verifier="big")
     client = proxy.client(api_key=proxy.create_key("verif"))
     qs = QUESTIONS[:16]
-    got = [ask(proxy, client, q, stream=(i % 2 == 1)) for i, q in enumerate(qs)]
+    got = []
+    for i, q in enumerate(qs):  # a stream settles after its last byte: wait for each row so rows keep order
+        got.append(ask(proxy, client, q, stream=(i % 2 == 1)))
+        ledger(proxy, "verif", i + 1)
     recs = ledger(proxy, "verif", len(qs))
     for q, text, rec in zip(qs, got, recs):
         cheap = truth(proxy, "mock-small", q)
