@@ -18,6 +18,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from accounting import Admission, LedgerRecord, Principal
+from router.http.metering import cost_comment, cost_headers, usage_cost
 from router.http.sse import DONE_EVENT, encode
 
 log = logging.getLogger("triage.cache")
@@ -79,7 +80,7 @@ def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def hit_headers(rid: str, cached: dict[str, Any], remaining: str | None) -> dict[str, str]:
     h = {"x-request-id": rid, "x-triage-cache": "hit", "x-triage-tier": cached["tier"], "x-triage-model": cached["model"],
-         "x-triage-cost-usd": "0.00000000", "x-triage-cache-saved-usd": f"{cached['cost_nusd'] / 1e9:.8f}",
+         **cost_headers(0), "x-triage-cache-saved-usd": f"{cached['cost_nusd'] / 1e9:.9f}",
          "x-triage-decision": "cache hit (exact match)"}
     if remaining is not None:
         h["x-triage-budget-remaining-usd"] = remaining
@@ -91,7 +92,7 @@ def _fresh(cached: dict[str, Any], rid: str) -> dict[str, Any]:
     resp["id"] = "chatcmpl-" + rid.replace("-", "")[:29]
     resp["created"] = int(time.time())
     usage = dict(resp.get("usage") or {})
-    usage["cost"] = 0.0
+    usage_cost(usage, 0)
     resp["usage"] = usage
     return resp
 
@@ -100,10 +101,10 @@ def respond(cached: dict[str, Any], rid: str, stream: bool, include_usage: bool,
     resp = _fresh(cached, rid)
     if not stream:
         return Response(orjson.dumps(resp), media_type="application/json", headers=headers)
-    return StreamingResponse(_as_stream(resp, include_usage), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(_as_stream(resp, include_usage, rid), media_type="text/event-stream", headers=headers)
 
 
-async def _as_stream(resp: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+async def _as_stream(resp: dict[str, Any], include_usage: bool, rid: str) -> AsyncIterator[bytes]:
     base = {"id": resp["id"], "object": "chat.completion.chunk", "created": resp["created"], "model": resp.get("model")}
     for ch in resp.get("choices") or ():
         msg = ch.get("message") or {}
@@ -114,6 +115,7 @@ async def _as_stream(resp: dict[str, Any], include_usage: bool) -> AsyncIterator
         yield encode({**base, "choices": [{"index": ch.get("index", 0), "delta": {}, "finish_reason": ch.get("finish_reason")}]})
     if include_usage:
         yield encode({**base, "choices": [], "usage": resp.get("usage") or {}})
+    yield cost_comment(rid, 0)  # like every stream: its cost (0) and the ledger id
     yield DONE_EVENT
 
 

@@ -131,7 +131,8 @@ def test_twenty_identical_cacheable_requests_make_one_upstream_call(proxy: Proxy
     texts = {r.parse().choices[0].message.content for r in res}
     assert len(texts) == 1
     hits = [r for r in res if r.headers.get("x-triage-cache") == "hit"]
-    assert len(hits) == 19 and all(r.headers["x-triage-cost-usd"] == "0.00000000" for r in hits)
+    assert len(hits) == 19 and all(r.headers["x-triage-cost-nusd"] == "0" for r in hits)
+    assert all(r.parse().usage.model_extra["cost_nusd"] == 0 for r in hits)
     recs = ledger(proxy, "cache", 20)
     paid = [r for r in recs if not r.get("cache_hit")]
     assert len(paid) == 1 and paid[0]["cost_nusd"] > 0
