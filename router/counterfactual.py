@@ -6,7 +6,8 @@ every agent, every debate round and the aggregator, each at its model's price (l
 service tier included), for this request's prompt, with each call's output length the mean of the
 tenant's own top-tier calls in the request's complexity bucket (learned at settle, accounting
 ``toplen``). Until a bucket has LEARN_MIN_CALLS such calls, the documented fallback is this request's
-own answer length (its final call's completion tokens) for every call. A request that ran on the top
+own answer length (its final call's visible completion tokens; its thinking too only when the top tier
+reasons natively) for every call. A request that ran on the top
 tier counts its real cost. Shadow runs (router/shadow.py) measure the same figure for a sample.
 
 Learned (LEARN_MIN_CALLS top-tier calls in the bucket): calls per request x the mean call of the tier's
@@ -62,7 +63,11 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     first = next((c for c in calls if not c.estimated and c.prompt_tokens), None)
     p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
     final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
-    out = max(1, final.completion_tokens if final is not None else 1)
+    # the answer's length, not the thinking that produced it: a reasoning model's 512 thinking tokens
+    # are not an answer three plain agents would write (a top tier of native reasoners thinks too)
+    thought = final.reasoning_tokens if final is not None else 0
+    visible = (final.completion_tokens - thought) if final is not None else 1
+    out = max(1, visible + (thought if getattr(tt, "native_any", False) else 0))
     # deliberation agents also get a perspective message: half its bound, a typical length
     role = cost.AGENT_ROLE_TOKENS // 2 if (len(agents) > 1 or agg) else 0
     usd = sum(call(m, p + role, out) for m in agents)

@@ -336,6 +336,21 @@ def test_hold_renewed_while_a_long_request_lives(tmp_path: Path, redis_url: str,
 # ---------------------------------------------------------------- savings
 
 
+def test_reasoning_counterfactual_prices_the_answer_not_the_thinking(inv: Proxy) -> None:
+    """A reasoning model's thinking tokens are not an answer the top tier's agents would write: the
+    default counterfactual of a reasoning request stays near what the top tier really costs."""
+    key = inv.create_key("cfr")
+    c = inv.client(key)
+    msgs = [{"role": "user", "content": "Which is larger, 9.11 or 9.9? Explain."}]
+    c.chat.completions.create(model="triage/reasoning", max_tokens=48, messages=msgs)
+    top = c.chat.completions.with_raw_response.create(model="triage/deliberate", max_tokens=48, messages=msgs)
+    rows = {r["tier"]: r for r in _ledger(inv, "cfr")}
+    est, real_top = rows["reasoning"], int(top.headers["x-triage-cost-nusd"])
+    assert est["counterfactual_method"] == "top-tier-plan:default"
+    assert sum(x["reasoning_tokens"] for x in est["calls"]) > 0  # it did think
+    assert abs(est["counterfactual_nusd"] - real_top) <= 0.35 * real_top, (est["counterfactual_nusd"], real_top)
+
+
 def test_counterfactual_is_the_top_tiers_real_cost(inv: Proxy) -> None:
     key = inv.create_key("cf")
     c = inv.client(key)
