@@ -235,7 +235,10 @@ async def _verify(ctx: ExecContext, body: dict[str, Any], p: int, plan: Plan, ve
     vp = p + plan.max_tokens + VERIFY_FRAME_TOKENS
     try:
         r = await complete_chain(ctx, [verifier], vb, max_tokens=VERIFY_MAX_TOKENS, prompt=vp,
-                                 allowance=min(worst_case(ctx, [verifier], vp, VERIFY_MAX_TOKENS), remaining(ctx)),
+                                 # a hair over the exact worst case: float rounding there sized the 8-token reply
+                                 # at 7 and skipped the verifier; the hold's remainder still bounds it
+                                 allowance=min(worst_case(ctx, [verifier], vp, VERIFY_MAX_TOKENS) * (1 + 1e-9),
+                                               remaining(ctx)),
                                  step=Step())
     except (UpstreamError, ProxyError):
         return None
