@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from router.commands.jsonl import jsonl_io
 
 cascade_app = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="The cascade's answer check, offline (score answers, evaluate APGR).")
@@ -66,19 +67,9 @@ def score_cmd(
     if run_code:
         from classifier.training.code_runner import run_code as runner
 
-    if str(input) != "-" and not input.is_file():
-        typer.echo(f"error: --input {input}: no such file", err=True)
-        raise typer.Exit(2)
-    fin = sys.stdin.buffer if str(input) == "-" else open(input, "rb")
-    try:
-        fout = sys.stdout.buffer if str(output) == "-" else open(output, "wb")
-    except OSError as e:
-        fin.close()
-        typer.echo(f"error: --output {output}: {e.strerror}", err=True)
-        raise typer.Exit(2) from None
     n = bad = 0
     why: str | None
-    try:
+    with jsonl_io(input, output) as (fin, fout):
         for lineno, line in enumerate(fin, 1):
             if not line.strip():
                 continue
@@ -106,13 +97,6 @@ def score_cmd(
             row["signals"] = res.signals
             fout.write(orjson.dumps(row) + b"\n")
             n += 1
-    finally:
-        if fin is not sys.stdin.buffer:
-            fin.close()
-        if fout is not sys.stdout.buffer:
-            fout.close()
-        else:
-            fout.flush()
     typer.echo(f"scored {n} rows" + (f", skipped {bad}" if bad else ""), err=True)
 
 

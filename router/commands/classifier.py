@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, List, NoReturn, Optional
 
 import typer
 
 from router.commands.extras import require
+from router.commands.jsonl import jsonl_io
 
 
 def _paths(data: list[str] | None, extra: list[str] | None) -> list[str]:
@@ -34,10 +34,8 @@ def classify_cmd(
         clf = Classifier.load(model)
     except (OSError, ValueError) as e:
         _fail(f"{model}: {getattr(e, 'strerror', None) or e}")
-    fin = sys.stdin.buffer if str(input) == "-" else open(input, "rb")
-    fout = sys.stdout.buffer if str(output) == "-" else open(output, "wb")
     n = bad = 0
-    try:
+    with jsonl_io(input, output) as (fin, fout):
         for lineno, line in enumerate(fin, 1):
             if not line.strip():
                 continue
@@ -56,13 +54,6 @@ def classify_cmd(
             row["signals"] = c.signals
             fout.write(orjson.dumps(row) + b"\n")
             n += 1
-    finally:
-        if fin is not sys.stdin.buffer:
-            fin.close()
-        if fout is not sys.stdout.buffer:
-            fout.close()
-        else:
-            fout.flush()
     typer.echo(f"classified {n} rows" + (f", skipped {bad}" if bad else ""), err=True)
 
 
