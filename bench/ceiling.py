@@ -13,6 +13,7 @@ import os
 import statistics
 from typing import Any
 
+import wrk
 from sections import loadgen, mock_settings, spread
 
 GOVERNED = "triage-governed"
@@ -22,14 +23,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _wrk_rounds(ctx: Any, names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    """c=1 with wrk: each round runs every target once, in turn, so drift hits all alike."""
+    out: dict[str, Any] = {"targets": {n: {"round_p50": [], "errors": 0} for n in names}}
+    for _ in range(rounds):
+        for name in names:
+            r = wrk.run(ctx.target(name), 1, seconds)
+            out["targets"][name]["round_p50"].append(r["p50_ms"])
+            out["targets"][name]["errors"] += r["errors"]
+    return out
+
+
+def _closed(ctx: Any, name: str, seconds: float) -> dict[str, Any]:
+    if ctx.use_wrk:
+        r = wrk.run(ctx.target(name), 16, seconds)
+        return {"rps": r["rps"], "ok": r["requests"] - r["errors"], "errors": r["errors"], "warmup_ok": 0,
+                "warmup_errors": 0, "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+    return loadgen({"mode": "closed", "concurrency": 16, "duration": seconds, "warmup": 1, "target": ctx.target(name)})
+
+
 def run(ctx: Any) -> dict[str, Any]:
     names = [n for n in ("forwarder", GOVERNED, "triage-baseline", "litellm") if n in ctx.procs]
     mock_settings(ctx, latency_ms=0)
+    ctx.use_wrk = wrk.available() and not os.environ.get("BENCH_NO_WRK")
     n, rounds = (100, 5) if ctx.quick else (300, 9)
-    res = loadgen({"mode": "rounds", "n": n, "rounds": rounds, "warmup": 50,
-                   "targets": {name: ctx.target(name) for name in ["direct", *names]}})
+    if ctx.use_wrk:
+        res = _wrk_rounds(ctx, ["direct", *names], rounds, 2 if ctx.quick else 3)
+    else:
+        res = loadgen({"mode": "rounds", "n": n, "rounds": rounds, "warmup": 50,
+                       "targets": {name: ctx.target(name) for name in ["direct", *names]}})
     direct = res["targets"]["direct"]
     out: dict[str, Any] = {"targets": names, "load_avg_start": os.getloadavg(), "n_per_round": n, "rounds": rounds,
+                           "load_generator": "wrk -t1" if ctx.use_wrk else "bench/loadgen.py",
                            "direct_p50_ms": spread(direct["round_p50"]), "c1": {}, "c16": {}}
     for name in names:
         t = res["targets"][name]
@@ -42,7 +67,7 @@ def run(ctx: Any) -> dict[str, Any]:
         for name in runs:
             proc = ctx.procs["mock" if name == "direct" else name]
             c0 = proc.cpu_s()
-            r = loadgen({"mode": "closed", "concurrency": 16, "duration": dur, "warmup": 1, "target": ctx.target(name)})
+            r = _closed(ctx, name, dur)
             c1 = proc.cpu_s()
             done = r["ok"] + r["errors"] + r["warmup_ok"] + r["warmup_errors"]
             r["cpu_ms_per_req"] = round(1000 * sum(c1[k] - c0[k] for k in c0) / max(done, 1), 3)
