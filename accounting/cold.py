@@ -73,7 +73,7 @@ def _row(sid: str, rec: dict[str, Any], q: Any, comment: Any) -> dict[str, Any]:
     (or refuse) counted them into the rollup under the same ``key|tier|model|bucket|workflow|`` prefix."""
     from .accountant import Accountant, complexity_bucket  # noqa: PLC0415 - one bucketing/prefix rule
 
-    lr = LedgerRecord.model_validate(rec)
+    lr = LedgerRecord.from_dict(rec)
     u = lr.total_usage()
     ts = float(rec.get("ts") or int(sid.split("-")[0]) / 1000)
     cost = lr.cost_nusd if lr.cost_nusd is not None else to_nusd(lr.cost_usd or 0.0)

@@ -36,13 +36,23 @@ class EvaluationMixin:
     def _trim(self, ts: float) -> tuple[str, str]:
         raise NotImplementedError
 
+    def fresh_top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, dict[str, int]] | None:
+        """`top_lengths` when this worker's copy is fresh, without a coroutine (the per-request case)."""
+        hit = self._lengths.get(tenant)
+        if hit is not None and time.monotonic() - hit[0] < max_age_s:
+            return hit[1]
+        return None
+
     async def top_lengths(self, tenant: str, max_age_s: float = 30.0) -> dict[str, dict[str, int]]:
         """Per complexity bucket: the tenant's top-tier requests (``reqs``), their calls (``calls``) and
         those calls' completion (``ct``) and prompt (``pt``) tokens, learned at settle; cached per tenant
         for ``max_age_s`` (and dropped when this worker settles a top-tier request)."""
-        at, cached = self._lengths.get(tenant, (-1e9, {}))
+        fresh = self.fresh_top_lengths(tenant, max_age_s)
+        if fresh is not None:
+            return fresh
+        _, cached = self._lengths.get(tenant, (0.0, {}))
         now = time.monotonic()
-        if now - at < max_age_s or not self.breaker.allow():
+        if not self.breaker.allow():
             return cached
         try:
             async with asyncio.timeout(self.settings.redis_timeout_s):
@@ -81,7 +91,7 @@ class EvaluationMixin:
                                             ex=self.settings.idempotency_days * 86400):
                     return False
                 async with self.redis.pipeline(transaction=True) as p:
-                    p.xadd(rk.evals(record.tenant), {"rid": record.request_id, "d": record.model_dump_json()},
+                    p.xadd(rk.evals(record.tenant), {"rid": record.request_id, "d": record.to_json()},
                            **({"maxlen": int(trim_arg)} if trim_kind == "MAXLEN" else {"minid": trim_arg}),
                            approximate=True)
                     for f in (f"d:{day}", f"m:{month}", "t"):

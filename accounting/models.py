@@ -7,9 +7,11 @@ scripts never accumulate float drift.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 NANO = 1_000_000_000
 
@@ -32,15 +34,14 @@ def usd_str(n: int) -> str:
     return f"{sign}{q}.{r:09d}"
 
 
-class Usage(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Usage:
     """Token counts of one upstream call, OpenAI semantics.
 
     ``prompt_tokens`` is the whole prompt, *including* ``cached_tokens`` (cache
     reads) and ``cache_write_tokens``; ``completion_tokens`` includes
     ``reasoning_tokens``. That is how OpenAI and litellm report them.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -60,7 +61,7 @@ class Usage(BaseModel):
         # Anthropic: usage.cache_creation.ephemeral_1h_input_tokens; litellm: prompt_tokens_details.cache_creation_token_details
         cc = usage.get("cache_creation") or ptd.get("cache_creation_token_details") or {}
         w1h = cc.get("ephemeral_1h_input_tokens") if isinstance(cc, dict) else 0
-        return cls.model_construct(
+        return cls(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(cached),
@@ -70,13 +71,13 @@ class Usage(BaseModel):
         )
 
     def __add__(self, other: "Usage") -> "Usage":
-        return Usage.model_construct(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
-            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 
@@ -171,7 +172,14 @@ class Admission(BaseModel):
     workflow_scope: str | None = None  # a workflow's budget (x-triage-workflow-max-cost), charged at settle
 
 
-class UpstreamCall(BaseModel):
+Hop = Literal["primary", "retry", "fallback"]
+
+
+# Records are built on every request and read back rarely, so they are plain slotted dataclasses: building
+# one costs no validation and orjson writes it from its fields. Their fields are the one schema of a
+# ledger row; `LedgerRecord.from_dict` validates a stored row against the same fields through pydantic.
+@dataclass(slots=True, kw_only=True)
+class UpstreamCall:
     model: str
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -184,7 +192,7 @@ class UpstreamCall(BaseModel):
     cost_nusd: int | None = None  # integer nano-USD: what every total is summed from (set at settle)
     latency_ms: float | None = None
     status: str = "ok"  # "ok" | "error" | "cancelled" | http status text
-    hop: Literal["primary", "retry", "fallback"] = "primary"
+    hop: Hop = "primary"
     estimated: bool = False  # usage was estimated with a tokenizer (no usage from upstream)
     # a failed attempt the provider most likely billed (timeout after generation, body cut, bad JSON):
     # recorded at its best estimate instead of $0
@@ -194,17 +202,12 @@ class UpstreamCall(BaseModel):
         return self.cost_nusd if self.cost_nusd is not None else to_nusd(self.cost_usd)
 
     def usage(self) -> Usage:
-        return Usage.model_construct(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cached_tokens=self.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-            cache_write_tokens=self.cache_write_tokens,
-            cache_write_1h_tokens=self.cache_write_1h_tokens,
-        )
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.reasoning_tokens,
+                     self.cache_write_tokens, self.cache_write_1h_tokens)
 
 
-class LedgerRecord(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class LedgerRecord:
     request_id: str  # the gateway's own id: the ledger's and idempotency's key
     client_request_id: str | None = None  # the caller's x-request-id, recorded for their correlation only
     key_id: str
@@ -216,7 +219,7 @@ class LedgerRecord(BaseModel):
     reason: str = ""
     # signals, candidate tiers with estimates, why each was rejected: the "why" behind the bill
     decision: dict[str, Any] | None = None
-    calls: list[UpstreamCall] = Field(default_factory=list)
+    calls: list[UpstreamCall] = field(default_factory=list)
     cost_usd: float | None = None  # None: sum of calls; after settle always cost_nusd / 1e9
     counterfactual_cost_usd: float | None = None  # None: computed from the top model if configured
     cost_nusd: int | None = None  # the exact charge; every figure (header, report, export) derives from it
@@ -247,10 +250,44 @@ class LedgerRecord(BaseModel):
     ts: float | None = None  # unix seconds; set at settle when missing
 
     def total_usage(self) -> Usage:
-        u = Usage()
+        pt = ct = cached = rt = cw = cw1h = 0
         for c in self.calls:
-            u = u + c.usage()
-        return u
+            pt += c.prompt_tokens
+            ct += c.completion_tokens
+            cached += c.cached_tokens
+            rt += c.reasoning_tokens
+            cw += c.cache_write_tokens
+            cw1h += c.cache_write_1h_tokens
+        return Usage(pt, ct, cached, rt, cw, cw1h)
+
+    def to_json(self) -> bytes:
+        """The ledger row: every field, in declaration order."""
+        return orjson.dumps(self, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> "LedgerRecord":
+        """A stored row, validated (types coerced, unknown fields ignored) against the fields above."""
+        global _record_adapter
+        if _record_adapter is None:
+            _record_adapter = TypeAdapter(cls)
+        return _record_adapter.validate_python(row)
+
+
+_record_adapter: TypeAdapter[LedgerRecord] | None = None
+
+
+def _json_default(v: Any) -> Any:
+    """What orjson leaves to us inside free-form fields (decision, evaluation), written as pydantic wrote it."""
+    if isinstance(v, float):  # a float subclass (numpy's float64)
+        return float(v)
+    if isinstance(v, set | frozenset):
+        return list(v)
+    if isinstance(v, BaseModel):
+        return v.model_dump(mode="json")
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
 
 
 def usd(x: float) -> str:

@@ -170,12 +170,13 @@ class PriceBook:
 
     def rates(self, name: str, prompt_tokens: int = 0, service_tier: str | None = None) -> Rates:
         """Rates of one call of ``prompt_tokens`` (long-context tier) at ``service_tier``; memoised."""
-        p = self.price(name)
-        band = sum(1 for t in self._thresholds.get(name, ()) if prompt_tokens > t)
+        thr = self._thresholds.get(name)
+        band = sum(1 for t in thr if prompt_tokens > t) if thr else 0
         st = service_tier.lower() if service_tier else None
         k = (name, band, st)
         r = self._rates.get(k)
         if r is None:
+            p = self.price(name)
             r = resolve(p.keys, prompt_tokens, st) if p.keys else Rates(
                 p.input, p.output, p.cached_input, p.cache_write, p.cache_write, p.reasoning)
             if len(self._rates) < 10_000:
@@ -197,16 +198,25 @@ class PriceBook:
         return worst_in, worst_out
 
     def cost(self, name: str, usage: Usage, service_tier: str | None = None) -> float:
+        """The cost of one call's ``usage`` (see `cost_tokens`)."""
+        return self.cost_tokens(name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                                usage.reasoning_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens,
+                                service_tier)
+
+    def cost_tokens(self, name: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+                    reasoning_tokens: int = 0, cache_write_tokens: int = 0, cache_write_1h_tokens: int = 0,
+                    service_tier: str | None = None) -> float:
         """(prompt - cached - cache_write) x input + cached x cached_input + 5-minute writes x cache_write
         + 1-hour writes x cache_write_1h + (completion - reasoning) x output + reasoning x reasoning, at the
-        rates of the call's long-context band and service tier (as litellm.completion_cost bills it)."""
-        r = self.rates(name, usage.prompt_tokens, service_tier)
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        write = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
-        write_1h = min(usage.cache_write_1h_tokens, write)
-        fresh = usage.prompt_tokens - cached - write
-        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
-        visible = usage.completion_tokens - reasoning
+        rates of the call's long-context band and service tier (as litellm.completion_cost bills it).
+        Plain counts, no Usage: the per-request paths (each attempt, the counterfactual) price several calls."""
+        r = self.rates(name, prompt_tokens, service_tier)
+        cached = min(cached_tokens, prompt_tokens)
+        write = min(cache_write_tokens, prompt_tokens - cached)
+        write_1h = min(cache_write_1h_tokens, write)
+        fresh = prompt_tokens - cached - write
+        reasoning = min(reasoning_tokens, completion_tokens)
+        visible = completion_tokens - reasoning
         return (
             fresh * r.input
             + cached * r.cached_input

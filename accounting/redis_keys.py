@@ -50,6 +50,7 @@ organisation over several tenants) would span slots; there is none, and
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 PREFIX = "triage:"
 
@@ -102,6 +103,20 @@ def spend(tenant_name: str, scope: str) -> str:
 
 def holds(tenant_name: str, scope: str) -> str:
     return f"{tagged(tenant_name)}holds:{scope}"
+
+
+def spend_holds(tenant_name: str, scopes: Iterable[str]) -> list[str]:
+    """Each scope's spend and holds keys, interleaved (a request's held scopes, as settle releases them)."""
+    t = tagged(tenant_name)
+    out: list[str] = []
+    for sc in scopes:
+        out += (f"{t}spend:{sc}", f"{t}holds:{sc}")
+    return out
+
+
+def spends(tenant_name: str, scopes: Iterable[str]) -> list[str]:
+    t = tagged(tenant_name)
+    return [f"{t}spend:{sc}" for sc in scopes]
 
 
 def ledger(tenant_name: str) -> str:

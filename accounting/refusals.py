@@ -54,7 +54,7 @@ class RefusalMixin:
         trim_kind, trim_arg = self._trim(record.ts)
         try:
             await self._call(self._refuse, [rk.ledger(record.tenant), rk.rollup(record.tenant, day)],
-                             [record.request_id, record.model_dump_json(), trim_kind, trim_arg, pre, estimate_nusd,
+                             [record.request_id, record.to_json(), trim_kind, trim_arg, pre, estimate_nusd,
                               self.settings.ledger_retention_days * 86400 + 86400, _clean(reason)])
         except AccountingUnavailable:
             log.warning("refusal of request %s not ledgered: accounting store unavailable", record.request_id)

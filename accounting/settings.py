@@ -53,26 +53,38 @@ def lua(name: str) -> str:
     return resources.files("accounting").joinpath("lua", name).read_text()
 
 
+_BUCKETS = tuple(f"{b / 10:.1f}" for b in range(10))
+
+
 def complexity_bucket(c: float | None) -> str:
     if c is None:
         return "na"
-    b = min(9, max(0, int(c * 10)))
-    return f"{b / 10:.1f}"
+    return _BUCKETS[min(9, max(0, int(c * 10)))]
 
 
-_day_cache: tuple[int, tuple[str, str]] = (-1, ("", ""))
+_days: dict[int, tuple[str, str]] = {}
+
+
+def day_month(ts: float) -> tuple[str, str]:
+    """UTC day and month bucket names of a unix time; each day is formatted once, not per request."""
+    d = int(ts // 86400)
+    if (d + 1) * 86400 - ts < 1e-6:  # within datetime's microsecond rounding of midnight: its own answer
+        at = datetime.fromtimestamp(ts, timezone.utc)
+        return at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")
+    names = _days.get(d)
+    if names is None:
+        at = datetime.fromtimestamp(d * 86400, timezone.utc)
+        names = (at.strftime("%Y-%m-%d"), at.strftime("%Y-%m"))
+        if len(_days) > 1000:
+            _days.clear()
+        _days[d] = names
+    return names
 
 
 def today(now: datetime | None = None) -> tuple[str, str]:
-    """UTC day and month bucket names; formatted once per day, not per request."""
-    global _day_cache
+    """UTC day and month bucket names of ``now`` (default: this moment)."""
     if now is None:
-        epoch_day = int(time.time() // 86400)
-        if epoch_day == _day_cache[0]:
-            return _day_cache[1]
-        now = datetime.fromtimestamp(epoch_day * 86400, timezone.utc)
-        _day_cache = (epoch_day, (now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")))
-        return _day_cache[1]
+        return day_month(time.time())
     return now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
 
 

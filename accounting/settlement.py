@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import redis_keys as rk
 from .models import NANO, Admission, LedgerRecord, to_nusd
 from .settings import clean as _clean
-from .settings import complexity_bucket
-from .settings import today as _today
+from .settings import complexity_bucket, day_month
 
 if TYPE_CHECKING:
     from .prices import PriceBook
@@ -60,7 +58,7 @@ class SettlementMixin:
 
     @staticmethod
     def rollup_prefix(key_id: str, tier: str, model: str, bucket: str, workflow: str) -> str:
-        return "|".join(_clean(v) for v in (key_id, tier, model, bucket, workflow)) + "|"
+        return f"{_clean(key_id)}|{_clean(tier)}|{_clean(model)}|{_clean(bucket)}|{_clean(workflow)}|"
 
     def _trim(self, ts: float) -> tuple[str, str]:
         s = self.settings
@@ -80,50 +78,54 @@ class SettlementMixin:
             record.tier = adm.tier
         if not record.model:
             record.model = adm.model
+        tier, model, status = record.tier, record.model, record.status
         tenant = record.tenant or adm.tenant
         kid = record.key_id or adm.key_id
-        now = datetime.fromtimestamp(record.ts, timezone.utc)
-        day, month = _today(now)
-        usage = record.total_usage()
+        day, month = day_month(record.ts)
         s = self.settings
         trim_kind, trim_arg = self._trim(record.ts)
         bucket = complexity_bucket(record.complexity)
-        keys = [rk.done(tenant, record.request_id), rk.ledger(tenant), rk.request(tenant, record.request_id),
-                rk.rollup(tenant, day), rk.top_lengths(tenant)]
-        for sc in adm.held_scopes:
-            keys += (rk.spend(adm.tenant, sc), rk.holds(adm.tenant, sc))
-        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
-        # that model (a fallback hop to another model counts against that model's budget).
-        total = cost
-        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
-        charge = [k_scope, t_scope, rk.scope_tier(k_scope, record.tier), rk.scope_tier(t_scope, record.tier)]
-        amounts = [total] * 4
+        rid = record.request_id
+        # one pass over the calls: token totals, what each model is charged, billed failures, and what
+        # the counterfactual learns from a top-tier request's good calls
+        learn = record.counterfactual_method == "top-tier" and status == "ok"
+        pt = cached = ct = rt = billed = learn_calls = learn_ct = learn_pt = 0
         per_model: dict[str, int] = {}
         for c in record.calls:
+            pt += c.prompt_tokens
+            cached += c.cached_tokens
+            ct += c.completion_tokens
+            rt += c.reasoning_tokens
             per_model[c.model] = per_model.get(c.model, 0) + (c.cost_nusd or 0)
-        home = adm.model or record.model
-        per_model[home] = per_model.get(home, 0) + total - sum(per_model.values())  # overrides, unpriced
+            if c.billed_failure:
+                billed += 1
+            if learn and c.status == "ok" and not c.estimated:
+                learn_calls += 1
+                learn_ct += c.completion_tokens
+                learn_pt += c.prompt_tokens
+        learn_cp = (record.client_prompt_tokens or 0) if learn else 0
+        keys = [rk.done(tenant, rid), rk.ledger(tenant), rk.request(tenant, rid), rk.rollup(tenant, day),
+                rk.top_lengths(tenant), *rk.spend_holds(adm.tenant, adm.held_scopes)]
+        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
+        # that model (a fallback hop to another model counts against that model's budget).
+        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
+        charge = [k_scope, t_scope, rk.scope_tier(k_scope, tier), rk.scope_tier(t_scope, tier)]
+        amounts = [cost] * 4
+        home = adm.model or model
+        per_model[home] = per_model.get(home, 0) + cost - sum(per_model.values())  # overrides, unpriced
         for m, amt in per_model.items():
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
             amounts += (amt, amt)
         if adm.workflow_scope:
             charge.append(adm.workflow_scope)
-            amounts.append(total)
-        keys += [rk.spend(tenant, sc) for sc in charge]
-        learn_calls = learn_ct = learn_pt = learn_cp = 0
-        if record.counterfactual_method == "top-tier" and record.status == "ok":
-            ok = [c for c in record.calls if c.status == "ok" and not c.estimated]
-            learn_calls, learn_ct = len(ok), sum(c.completion_tokens for c in ok)
-            learn_pt = sum(c.prompt_tokens for c in ok)
-            learn_cp = record.client_prompt_tokens or 0
-        billed = sum(1 for c in record.calls if c.billed_failure)
+            amounts.append(cost)
+        keys += rk.spends(tenant, charge)
         cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
-        nums = (adm.reserved_nusd, cost, cf, usage.prompt_tokens, usage.cached_tokens,
-                usage.completion_tokens, usage.reasoning_tokens, len(adm.held_scopes), len(charge),
+        nums = (adm.reserved_nusd, cost, cf, pt, cached, ct, rt, len(adm.held_scopes), len(charge),
                 s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
                 learn_calls, learn_ct, learn_pt, learn_cp)
-        pre = self.rollup_prefix(kid, record.tier, record.model, bucket, record.workflow)
-        strs = (day, month, pre, tenant, kid, record.tier, record.model, bucket)
-        args = [record.request_id, f"{adm.request_id}|{adm.reserved_nusd}", record.model_dump_json(), trim_kind,
+        pre = self.rollup_prefix(kid, tier, model, bucket, record.workflow)
+        strs = (day, month, pre, tenant, kid, tier, model, bucket)
+        args = [rid, f"{adm.request_id}|{adm.reserved_nusd}", record.to_json(), trim_kind,
                 trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
         return keys, args

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accounting import Usage, complexity_bucket
+from accounting import complexity_bucket
 from accounting.models import to_nusd
 from accounting.tokens import count_prompt_tokens
 from router.tiers import cost
@@ -40,11 +40,17 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     spec = snap.config.tiers.get(top_tier)
     if spec is None:
         return spent_nusd, "none"
-    prices = snap.prices
+    cost_tokens = snap.prices.cost_tokens
     st = cost.service_tier(body)
+    priced: dict[tuple[str, int, int], float] = {}
 
     def call(model: str, prompt: int, completion: int) -> float:
-        return prices.cost(model, Usage(prompt_tokens=prompt, completion_tokens=completion), st)
+        # a top tier's agents are often one model asked alike: price each distinct call once
+        k = (model, prompt, completion)
+        c = priced.get(k)
+        if c is None:
+            c = priced[k] = cost_tokens(model, prompt, completion, service_tier=st)
+        return c
 
     agents = list(getattr(tt, "agents", None) or [spec.models[0]])
     rounds = int(getattr(tt, "rounds", 1) or 1)
@@ -73,7 +79,8 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     usd = sum(call(m, p + role, out) for m in agents)
     if len(agents) > 1 or agg:
         quoted = p + cost.quoted_tokens(len(agents), out)
-        usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
+        if rounds > 1:
+            usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
         # A debate's aggregator always writes the answer; a vote's only breaks a split, which the
         # default does not assume (a counterfactual that errs high would overstate the savings).
         if agg and getattr(tt, "strategy", None) == "debate":

@@ -331,7 +331,9 @@ class ChatHandler:
                       chunks: list[dict[str, Any]] | None = None) -> None:
         if meta.lease is not None:
             meta.lease.stop()
-        meta.lengths = await self.state.accountant.top_lengths(meta.principal.tenant)
+        acct = self.state.accountant
+        lengths = acct.fresh_top_lengths(meta.principal.tenant)
+        meta.lengths = lengths if lengths is not None else await acct.top_lengths(meta.principal.tenant)
         rec = meta.record(ctx, status=status, partial=partial, streamed=streamed)
         if meta.wf is not None:
             await observe_workflow(self.state, meta.wf, rec, meta.messages, ctx.calls)
@@ -430,7 +432,7 @@ class _Meta:
             virtual_model=self.virtual_model, tier=self.plan.tier,
             # the config name of the model that produced the answer, so reports line up with prices
             model=final.model if final is not None else self.plan.primary_model,
-            complexity=d.complexity, reason=d.reason, calls=ctx.calls, counterfactual_nusd=cf_nusd,
+            complexity=d.complexity, reason=d.reason, calls=list(ctx.calls), counterfactual_nusd=cf_nusd,
             counterfactual_method=cf_method, workflow=self.workflow,
             client_prompt_tokens=count_prompt_tokens(self.messages) if cf_method == "top-tier" else None,
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,

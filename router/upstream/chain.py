@@ -158,6 +158,7 @@ def _hop(i: int, model: str, prev: str | None) -> Hop:
     return "retry" if model == prev else "fallback"
 
 
+_NO_USAGE = Usage()
 _USAGE_RE = re.compile(r'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 
 
@@ -174,7 +175,7 @@ def _record(ctx: ExecContext, model: str, usage: dict[str, Any] | None, t0: floa
         u = Usage(prompt_tokens=prompt, completion_tokens=max(count_text_tokens(est_text), est_completion))
         estimated = True
     else:
-        u = Usage()
+        u = _NO_USAGE
         estimated = False
     st = cost.service_tier(ctx.body)
     call = UpstreamCall(

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+from pydantic import ValidationError
 
 from accounting import count_text_tokens, estimate_prompt_tokens
 from accounting.breaker import CircuitBreaker
+from accounting.models import LedgerRecord, UpstreamCall
+from accounting.settings import day_month
 from accounting.spool import Spool
 from accounting.tokens import PER_MESSAGE_OVERHEAD, PER_REQUEST_OVERHEAD
 
@@ -89,3 +97,30 @@ async def test_spool_keeps_what_fails(tmp_path):
     assert s.pending() == 3  # 1, 2 and the torn line are back in the live spool
     assert await s.replay(flaky) == 2
     assert s.pending() == 0
+
+
+def test_ledger_row_is_every_field_and_reads_back():
+    """The row settle writes is the record's fields, in order; a stored row validates back into the same
+    record (strings coerced, unknown fields from other versions ignored, a bad kind refused)."""
+    rec = LedgerRecord(request_id="req_1", key_id="k", tenant="t", complexity=0.25, decision={"signals": ["x"], "s": {1, 2}},
+                       calls=[UpstreamCall(model="m", prompt_tokens=3, completion_tokens=4, cost_usd=1e-05, cost_nusd=10_000,
+                                           hop="fallback", billed_failure=True)], cost_nusd=10_000, ts=1.5)
+    row = orjson.loads(rec.to_json())
+    assert list(row) == [f.name for f in dataclasses.fields(LedgerRecord)]
+    assert list(row["calls"][0]) == [f.name for f in dataclasses.fields(UpstreamCall)]
+    assert row["decision"]["s"] == [1, 2] and row["calls"][0]["cost_usd"] == 1e-05
+    back = LedgerRecord.from_dict({**row, "from_a_newer_version": 1})
+    rec.decision = {"signals": ["x"], "s": [1, 2]}
+    assert back == rec and isinstance(back.calls[0], UpstreamCall)
+    assert LedgerRecord.from_dict({"request_id": "r", "key_id": "k", "tenant": "t",
+                                   "calls": [{"model": "m", "prompt_tokens": "7"}]}).total_usage().prompt_tokens == 7
+    with pytest.raises(ValidationError):
+        LedgerRecord.from_dict({"request_id": "r", "key_id": "k", "tenant": "t", "kind": "bogus"})
+
+
+def test_day_buckets_match_the_utc_calendar_at_midnight():
+    midnight = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
+    for ts in (midnight - 86400.5, midnight - 1, midnight - 4e-7, midnight - 6e-7, midnight, midnight + 1e-7, 0.0, -1.0):
+        at = datetime.fromtimestamp(ts, timezone.utc)
+        assert day_month(ts) == (at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")), ts
+    assert day_month(midnight - 1) == ("2026-02-28", "2026-02")
