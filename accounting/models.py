@@ -175,10 +175,12 @@ class Admission(BaseModel):
 Hop = Literal["primary", "retry", "fallback"]
 
 
-# Records are built on every request and read back rarely, so they are plain slotted dataclasses: building
-# one costs no validation and orjson writes it from its fields. Their fields are the one schema of a
-# ledger row; `LedgerRecord.from_dict` validates a stored row against the same fields through pydantic.
-@dataclass(slots=True, kw_only=True)
+# Records are built on every request and read back rarely, so they are plain dataclasses: building one
+# costs no validation and orjson writes it from its fields. Their fields are the one schema of a ledger
+# row; `LedgerRecord.from_dict` validates a stored row against the same fields through pydantic. Not
+# slotted: orjson writes a dataclass's __dict__ directly, 2-3x faster than reading slots one by one
+# (mypy, not slots, keeps stray attributes out).
+@dataclass(kw_only=True)
 class UpstreamCall:
     model: str
     prompt_tokens: int = 0
@@ -206,7 +208,7 @@ class UpstreamCall:
                      self.cache_write_tokens, self.cache_write_1h_tokens)
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(kw_only=True)
 class LedgerRecord:
     request_id: str  # the gateway's own id: the ledger's and idempotency's key
     client_request_id: str | None = None  # the caller's x-request-id, recorded for their correlation only
