@@ -139,7 +139,10 @@ def serve(
         console.print(f'  try: OpenAI(base_url="{base}", api_key=...).chat.completions.create(model="triage/auto", messages=[...])')
         kw: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=False, loop="uvloop",
                   http="router.http.protocol:ShapedHttpToolsProtocol",  # parse errors OpenAI-shaped too
-                  timeout_graceful_shutdown=10)
+                  timeout_graceful_shutdown=10,
+                  # Nothing here reads the client's address, so X-Forwarded-* rewriting is a per-request
+                  # cost for nothing; uvicorn's own FORWARDED_ALLOW_IPS turns it back on for a proxy setup.
+                  proxy_headers=bool(os.environ.get("FORWARDED_ALLOW_IPS")))
         if workers == 1:
             from router.http.app import build_app
 

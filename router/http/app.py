@@ -29,6 +29,7 @@ from router.http import openapi
 from router.http.admin import admin_router
 from router.http.anthropic import count_tokens as anthropic_count_tokens
 from router.http.anthropic import messages as anthropic_messages
+from router.http.asgi import JSONAnswer, hot_headers
 from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.http.completions import completions
@@ -76,15 +77,25 @@ class RequestId:
         # Always our own id: it keys holds, settle idempotency, the ledger and feedback, so a client
         # that chose it could replay one id to go unbilled. The client's id is only echoed and recorded.
         rid = new_request_id()
-        client_rid = None
-        for k, v in scope["headers"]:
-            if k == b"x-request-id":
-                cand = v.decode("latin-1")
-                if _SAFE_ID.match(cand):
-                    client_rid = cand
-                break
+        hdrs = scope["triage.headers"] = hot_headers(scope["headers"])
+        client_rid = hdrs.get("x-request-id")
+        if client_rid is not None and not _SAFE_ID.match(client_rid):
+            client_rid = None
         scope["triage.request_id"] = rid
         scope["triage.client_request_id"] = client_rid
+        path = scope["path"]
+        try:
+            body = await self._read_body(scope, receive, path in MODEL_PATHS)
+        except ProxyError as e:
+            # The body was refused before any handler saw it; close so the unread rest is not parsed
+            # as the next request.
+            e.headers.setdefault("connection", "close")
+            await self._error(e, rid, client_rid).send_to(send)
+            return
+        if path in CHAT_PATHS and scope["method"] == "POST" and self.chat is not None and self.chat.state:
+            if body is not None:  # None: the client left while sending it, there is no one to answer
+                await self._chat(scope, receive, send, body, rid, client_rid)
+            return
         extra = [(b"x-request-id", rid.encode())]
         if client_rid is not None:
             extra.append((b"x-client-request-id", client_rid.encode()))
@@ -97,29 +108,23 @@ class RequestId:
                 message["headers"] = headers
             await send(message)
 
-        is_chat = scope["method"] == "POST" and scope["path"] in CHAT_PATHS
-        try:
-            receive = await self._read_body(scope, receive, scope["path"] in MODEL_PATHS)
-        except ProxyError as e:
-            # The body was refused before any handler saw it; close so the unread rest is not parsed
-            # as the next request.
-            e.headers.setdefault("connection", "close")
-            await e.response(rid)(scope, receive, send_with_id)
-            return
-        if self.chat is not None and is_chat and self.chat.state:
-            scope["app"] = self.app
-            response = await self._chat(Request(scope, receive), rid)
-            await response(scope, receive, send_with_id)
-            return
-        await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive if body is None else _replay(body, receive), send_with_id)
+
+    @staticmethod
+    def _error(e: ProxyError, rid: str, client_rid: str | None) -> JSONAnswer:
+        h = dict(e.headers)
+        h["x-request-id"] = rid
+        if client_rid is not None:
+            h["x-client-request-id"] = client_rid
+        return JSONAnswer(orjson.dumps(e.body()), h, e.status)
 
     def _server_spec(self) -> ServerSpec:
         st = self.chat.state if self.chat is not None else None
         return st.snapshot.config.server if st is not None else _DEFAULT_SERVER
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any, big: bool) -> Any:
-        """Read the whole body here, for every route, within a size and a time limit; hand the handler a
-        receive that replays it. A huge body is cut off as it arrives (never buffered), and one that is
+    async def _read_body(self, scope: dict[str, Any], receive: Any, big: bool) -> bytes | None:
+        """Read the whole body here, for every route, within a size and a time limit (None if the client
+        went away meanwhile). A huge body is cut off as it arrives (never buffered), and one that is
         announced but never sent costs a connection for at most ``body_read_timeout_s``."""
         spec = self._server_spec()
         limit = spec.max_body_bytes if big else spec.max_admin_body_bytes
@@ -137,7 +142,7 @@ class RequestId:
                 while more:
                     msg = await receive()
                     if msg["type"] != "http.request":
-                        return receive  # client went away; the handler sees the disconnect itself
+                        return None
                     chunk = msg.get("body", b"")
                     size += len(chunk)
                     if size > limit:
@@ -148,26 +153,48 @@ class RequestId:
         except TimeoutError:
             raise ProxyError(408, f"The request body did not arrive within {spec.body_read_timeout_s:g} s.",
                              "invalid_request_error", "request_timeout") from None
-        body = b"".join(parts)
-        replayed = False
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
-
-    async def _chat(self, request: Request, rid: str) -> Response:
+    async def _chat(self, scope: dict[str, Any], receive: Any, send: Any, body: bytes, rid: str,
+                    client_rid: str | None) -> None:
+        """Chat straight to its handler; a JSON answer goes out as raw ASGI messages, a stream through
+        Starlette (it listens for the client's disconnect while streaming)."""
         try:
-            return await self.chat(request)  # type: ignore[misc]
+            resp = await self.chat.serve(scope, body)  # type: ignore[union-attr]
         except ProxyError as e:
-            return e.response(rid)
+            await self._error(e, rid, client_rid).send_to(send)
+            return
         except Exception:
-            log.exception("unhandled error on %s", request.url.path)
-            return _json(error_body("Internal error in the proxy.", "server_error", "internal_error"), 500)
+            log.exception("unhandled error on %s", scope["path"])
+            err = ProxyError(500, "Internal error in the proxy.", "server_error", "internal_error")
+            await self._error(err, rid, client_rid).send_to(send)
+            return
+        if isinstance(resp, JSONAnswer):
+            resp.headers["x-request-id"] = rid
+            if client_rid is not None:
+                resp.headers["x-client-request-id"] = client_rid
+            await resp.send_to(send)
+            return
+        extra = [(b"x-request-id", rid.encode())]
+        if client_rid is not None:
+            extra.append((b"x-client-request-id", client_rid.encode()))
+        headers = [h for h in resp.raw_headers if h[0] != b"x-request-id" and h[0] != b"x-client-request-id"]
+        resp.raw_headers = headers + extra
+        await resp(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive that hands the handler the body already read, then the connection's own messages."""
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def models_payload(st: AppState) -> list[dict[str, Any]]:
@@ -199,6 +226,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
         try:
             yield
         finally:
+            chat.holds.close()
             await st.close()
 
     app = FastAPI(title="Triage", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -220,7 +248,7 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     async def count_tokens_route(request: Request) -> Response:
         return await anthropic_count_tokens(request, chat)
 
-    async def chat_route(request: Request) -> Response:
+    async def chat_route(request: Request) -> Any:
         return await chat(request)
 
     async def list_models(request: Request) -> Response:

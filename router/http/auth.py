@@ -8,6 +8,7 @@ smoke-testing a deployment.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from starlette.requests import Request
 
@@ -20,13 +21,18 @@ MASTER_PRINCIPAL = Principal(key_id="master", tenant="admin", label="master key"
 
 
 def bearer_token(request: Request) -> str | None:
-    h = request.headers.get("authorization")
+    return token_from(request.headers)
+
+
+def token_from(headers: Any) -> str | None:
+    """The API key from request headers (anything with `.get`: Starlette's Headers or a plain dict)."""
+    h = headers.get("authorization")
     if h:
         scheme, _, token = h.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    return request.headers.get("api-key") or request.headers.get("x-api-key")
+    return headers.get("api-key") or headers.get("x-api-key")
 
 
 def is_master(token: str | None, master_key: str | None) -> bool:
@@ -34,7 +40,11 @@ def is_master(token: str | None, master_key: str | None) -> bool:
 
 
 async def authenticate(request: Request, st: AppState) -> Principal:
-    token = bearer_token(request)
+    return await authenticate_headers(request.headers, st)
+
+
+async def authenticate_headers(headers: Any, st: AppState) -> Principal:
+    token = token_from(headers)
     if not token:
         raise unauthorized()
     if is_master(token, st.master_key):

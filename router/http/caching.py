@@ -15,9 +15,10 @@ import time
 from typing import Any, AsyncIterator
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 
 from accounting import Admission, LedgerRecord, Principal
+from router.http.asgi import JSONAnswer
 from router.http.metering import cost_comment, cost_headers, usage_cost
 from router.http.sse import DONE_EVENT, encode
 
@@ -97,10 +98,11 @@ def _fresh(cached: dict[str, Any], rid: str) -> dict[str, Any]:
     return resp
 
 
-def respond(cached: dict[str, Any], rid: str, stream: bool, include_usage: bool, headers: dict[str, str]) -> Response:
+def respond(cached: dict[str, Any], rid: str, stream: bool, include_usage: bool,
+            headers: dict[str, str]) -> JSONAnswer | StreamingResponse:
     resp = _fresh(cached, rid)
     if not stream:
-        return Response(orjson.dumps(resp), media_type="application/json", headers=headers)
+        return JSONAnswer(orjson.dumps(resp), headers)
     return StreamingResponse(_as_stream(resp, include_usage, rid), media_type="text/event-stream", headers=headers)
 
 
@@ -171,13 +173,13 @@ async def release(st: Any, tenant: str, ck: str, rid: str) -> None:
         log.warning("response cache release failed; its lock expires on its own")
 
 
-async def serve_hit(st: Any, request: Any, cached: dict[str, Any], principal: Principal, req: Any, rid: str,
-                    wf: Any, messages: list[Any], t0: float) -> Response:
+async def serve_hit(st: Any, client_rid: str | None, cached: dict[str, Any], principal: Principal, req: Any,
+                    rid: str, wf: Any, messages: list[Any], t0: float) -> JSONAnswer | StreamingResponse:
     """A cache hit: no upstream call, cost 0, booked in the ledger with the saving it made."""
     from router.workflow import observe_workflow  # noqa: PLC0415 - workflow imports this module's layer
 
     rec = LedgerRecord(
-        request_id=rid, client_request_id=request.scope.get("triage.client_request_id"), key_id=principal.key_id,
+        request_id=rid, client_request_id=client_rid, key_id=principal.key_id,
         tenant=principal.tenant, virtual_model=req.model, tier=cached["tier"], model=cached["model"],
         reason="cache hit (exact match)", calls=[], cost_nusd=0, cost_usd=0.0,
         counterfactual_nusd=int(cached.get("counterfactual_nusd") or 0), counterfactual_method="cache-hit",

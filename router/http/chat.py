@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import MutableMapping
 from contextlib import aclosing
 from typing import Any, AsyncGenerator, AsyncIterator
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 
 from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
 from accounting.models import AccountingUnavailable, Usage
@@ -24,7 +25,8 @@ from router import policy, shadow
 from router.config import VIRTUAL_MODELS
 from router.counterfactual import top_tier_nusd
 from router.http import caching
-from router.http.auth import authenticate
+from router.http.asgi import JSONAnswer, scope_headers
+from router.http.auth import authenticate_headers
 from router.http.errors import (
     ProxyError,
     budget_exceeded,
@@ -33,14 +35,14 @@ from router.http.errors import (
     upstream_failed,
 )
 from router.http.metering import (
-    LeaseKeeper,
+    HoldRenewer,
+    answer_headers,
     cost_comment,
-    cost_headers,
     record_refusal,
     refusal_below_cap,
     usage_cost,
 )
-from router.http.request import check_output_cap, parse_cap, read_body, read_json
+from router.http.request import check_output_cap, parse_cap, parse_json, read_body, read_json
 from router.http.schemas import validate_chat
 from router.http.sse import DONE_EVENT, encode
 from router.policy import N_NATIVE, scale_for_choices
@@ -79,24 +81,39 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, 
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+Answer = JSONAnswer | StreamingResponse
+
+
 class ChatHandler:
-    __slots__ = ("state",)
+    __slots__ = ("state", "holds")
 
     def __init__(self, state: AppState):
         self.state = state
+        self.holds = HoldRenewer()
 
-    async def __call__(self, request: Request, raw: dict[str, Any] | None = None) -> Response:
+    async def __call__(self, request: Request, raw: dict[str, Any] | None = None) -> Answer:
         """`raw`: a chat body another endpoint (completions, responses, messages) translated its request
         into; it then runs through exactly this pipeline: auth, classify, decide, admit, execute, settle."""
+        t0 = time.perf_counter()
+        hdrs = scope_headers(request.scope)
+        principal = await authenticate_headers(hdrs, self.state)
+        if raw is None:
+            raw = await read_json(request, self.state.snapshot.config.server.max_body_bytes)
+        return await self._handle(request.scope, hdrs, principal, raw, t0)
+
+    async def serve(self, scope: MutableMapping[str, Any], body: bytes) -> Answer:
+        """POST /chat/completions from the app's ASGI wrapper, which has read the body within its limit."""
+        t0 = time.perf_counter()
+        hdrs = scope_headers(scope)
+        principal = await authenticate_headers(hdrs, self.state)
+        return await self._handle(scope, hdrs, principal, parse_json(body), t0)
+
+    async def _handle(self, scope: MutableMapping[str, Any], hdrs: dict[str, str], principal: Principal, raw: Any,
+                      t0: float) -> Answer:
         st = self.state
-        rid: str = request.scope["triage.request_id"]
+        rid: str = scope["triage.request_id"]
         snap = st.snapshot
         cfg = snap.config
-        t0 = time.perf_counter()
-
-        principal = await authenticate(request, st)
-        if raw is None:
-            raw = await read_json(request, cfg.server.max_body_bytes)
         req = validate_chat(raw)
 
         model = req.model
@@ -116,27 +133,28 @@ class ChatHandler:
             check_output_cap(asked, "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
                              [concrete] if concrete else None, snap)
         messages = raw["messages"]
-        wf = identify(request.headers, raw)
+        wf = identify(hdrs, raw)
         ck: str | None = None
         if st.cache is not None and cfg.cache.enabled:
-            ck = caching.digest(request.headers, raw, cfg.cache.temperature_zero)
+            ck = caching.digest(hdrs, raw, cfg.cache.temperature_zero)
             if ck is not None:
                 cached, leader = await caching.lookup(st, principal.tenant, ck, rid, cfg.cache.single_flight_wait_s)
                 if cached is not None:
-                    return await caching.serve_hit(st, request, cached, principal, req, rid, wf, messages, t0)
+                    return await caching.serve_hit(st, scope.get("triage.client_request_id"), cached, principal,
+                                                   req, rid, wf, messages, t0)
                 if not leader:
                     ck = None  # another request is computing it and gave up or timed out: answer, don't cache
         if ck is None:
-            return await self._serve(request, rid, principal, raw, req, forced_tier, concrete, wf, None, asked, t0)
+            return await self._serve(scope, hdrs, rid, principal, raw, req, forced_tier, concrete, wf, None, asked, t0)
         try:
-            return await self._serve(request, rid, principal, raw, req, forced_tier, concrete, wf, ck, asked, t0)
+            return await self._serve(scope, hdrs, rid, principal, raw, req, forced_tier, concrete, wf, ck, asked, t0)
         except BaseException:
             await caching.release(st, principal.tenant, ck, rid)
             raise
 
-    async def _serve(self, request: Request, rid: str, principal: Principal, raw: dict[str, Any], req: Any,
-                     forced_tier: str | None, concrete: str | None, wf: Workflow | None, ck: str | None,
-                     asked: int | None, t0: float) -> Response:
+    async def _serve(self, scope: MutableMapping[str, Any], hdrs: dict[str, str], rid: str, principal: Principal,
+                     raw: dict[str, Any], req: Any, forced_tier: str | None, concrete: str | None,
+                     wf: Workflow | None, ck: str | None, asked: int | None, t0: float) -> Answer:
         """classify -> decide -> admit -> execute -> meter, for a request the cache did not answer."""
         st = self.state
         snap = st.snapshot
@@ -148,10 +166,10 @@ class ChatHandler:
         obs = st.obs
         if obs is not None:
             obs.classified(time.perf_counter() - tc)
-        cap = parse_cap(request, raw, principal.max_cost_per_query)
+        cap = parse_cap(hdrs, raw, principal.max_cost_per_query)
         tools = raw.get("tools")
         prompt_tokens = estimate_prompt_tokens(messages, tools if isinstance(tools, list) else None)
-        session = request.headers.get("x-triage-session")
+        session = hdrs.get("x-triage-session")
         pinned = None
         if session and forced_tier is None and concrete is None:
             # the local map saves a round trip on this worker's repeat turns; Redis shares pins across workers
@@ -203,11 +221,11 @@ class ChatHandler:
             affinity=f"{principal.tenant}\x00{wf.id}" if (wf is not None and cfg.workflows.affinity) else None,
         )
         meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
-        meta.client_rid = request.scope.get("triage.client_request_id")
+        meta.client_rid = scope.get("triage.client_request_id")
         meta.workflow = wf.id if wf is not None else ""
         meta.wf = wf
         meta.cache_key = ck
-        meta.lease = LeaseKeeper(st.accountant, adm)
+        self.holds.add(st.accountant, adm)
         meta.asked_tokens = asked
         if snap.config.shadow.for_tenant(principal.tenant)[1] > 0:
             meta.shadow_args = (req, fwd, cls, prompt_tokens)
@@ -233,9 +251,10 @@ class ChatHandler:
                                        streamed=True)
                     raise (error_status(e) if isinstance(e, UpstreamError) else e) from None
             gen = self._stream(items, first, ctx, meta, include_usage)
-            return StreamingResponse(gen, media_type="text/event-stream",
-                                     headers=await workflow_left(st, adm, principal.tenant, wf, meta.headers(rid, None),
-                                                                 wcap))
+            h = meta.headers(rid, None)
+            if adm.workflow_scope and wcap:
+                h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
+            return StreamingResponse(gen, media_type="text/event-stream", headers=h)
 
         try:
             resp = await executor.complete(plan, ctx)
@@ -251,9 +270,10 @@ class ChatHandler:
         nusd = ctx.spent_nusd()
         usage_cost(resp.setdefault("usage", {}), nusd)
         await self._finish(ctx, meta, status="ok", answer=shadow.answer_text(resp), resp=resp)
-        return Response(orjson.dumps(resp), media_type="application/json",
-                        headers=await workflow_left(st, adm, principal.tenant, wf,
-                                                    meta.headers(rid, nusd, ctx, resp.get("model")), wcap))
+        h = meta.headers(rid, nusd, ctx, resp.get("model"))
+        if adm.workflow_scope and wcap:
+            h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
+        return JSONAnswer(orjson.dumps(resp), h)
 
     async def _stream(self, items: AsyncGenerator[Any, None], first: Any, ctx: ExecContext, meta: "_Meta",
                       include_usage: bool) -> AsyncIterator[bytes]:
@@ -329,8 +349,7 @@ class ChatHandler:
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
                       streamed: bool = False, answer: str | None = None, resp: dict[str, Any] | None = None,
                       chunks: list[dict[str, Any]] | None = None) -> None:
-        if meta.lease is not None:
-            meta.lease.stop()
+        self.holds.discard(meta.adm)
         acct = self.state.accountant
         lengths = acct.fresh_top_lengths(meta.principal.tenant)
         meta.lengths = lengths if lengths is not None else await acct.top_lengths(meta.principal.tenant)
@@ -361,7 +380,7 @@ class _Meta:
     """What the handler knows about a request, for headers and the ledger."""
 
     __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid", "workflow", "lease", "lengths", "asked_tokens", "shadow_args",
+                 "top_tier", "snap", "client_rid", "workflow", "lengths", "asked_tokens", "shadow_args",
                  "clf_version", "wf", "cache_key")
 
     def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
@@ -378,7 +397,6 @@ class _Meta:
         self.snap = snap
         self.client_rid: str | None = None
         self.workflow = ""
-        self.lease: LeaseKeeper | None = None
         self.lengths: dict[str, dict[str, int]] = {}
         self.asked_tokens: int | None = None
         self.shadow_args: tuple[Any, ...] | None = None
@@ -388,35 +406,7 @@ class _Meta:
 
     def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
                 answered: str | None = None) -> dict[str, str]:
-        d = self.decision
-        if answered not in self.snap.deployments:  # the executor's word on who answered, when it is a config model
-            answered = next((c.model for c in reversed(ctx.calls) if c.status == "ok"), None) if ctx else None
-        h = {
-            "x-request-id": rid,
-            "x-triage-tier": self.plan.tier,
-            "x-triage-model": answered or self.plan.primary_model,
-            "x-triage-complexity": f"{d.complexity:.3f}",
-            # the artifact version last and never truncated: it says which model made the call
-            "x-triage-decision": (d.reason + (f"; {self.plan.note}" if self.plan.note else ""))[:150]
-            + f"; classifier={self.clf_version}",
-        }
-        esc = ctx.outcome.get("escalated") if ctx is not None else None
-        if esc is not None and ctx is not None:   # cascade: known once the check ran (non-streamed responses)
-            h["x-triage-escalated"] = ("yes: " + ", ".join(ctx.outcome.get("why") or [])) if esc else "no"
-        sent = self.plan.max_tokens
-        if self.asked_tokens is not None and sent is not None and sent < self.asked_tokens:
-            h["x-triage-max-tokens"] = f"{sent} (requested {self.asked_tokens}; {self.plan.tier} tier cap)"
-        cost = None
-        if nusd is not None:
-            h.update(cost_headers(nusd))
-            cost = nusd / 1_000_000_000
-        rem = self.adm.remaining_usd
-        if rem is not None:
-            spent = cost if cost is not None else 0.0
-            h["x-triage-budget-remaining-usd"] = f"{max(rem + self.adm.reserved_usd - spent, 0.0):.6f}" if cost is not None else f"{rem:.6f}"
-        if self.adm.soft_warnings:
-            h["x-triage-budget-warning"] = "; ".join(self.adm.soft_warnings)[:200]
-        return h
+        return answer_headers(self, rid, nusd, ctx, answered)
 
     def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool) -> LedgerRecord:
         now = time.perf_counter()

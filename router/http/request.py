@@ -34,16 +34,19 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return _loads(body)
     except orjson.JSONDecodeError as e:
         raise bad_request(f"Request body is not valid JSON: {e.msg} at position {e.pos}.", code="invalid_json") from None
 
 
-def parse_cap(request: Request, raw: dict[str, Any], policy_cap: float | None) -> float | None:
-    """A request may lower its per-query cap, never raise it above policy."""
-    asked: Any = request.headers.get("x-triage-max-cost")
+def parse_cap(headers: Any, raw: dict[str, Any], policy_cap: float | None) -> float | None:
+    """A request may lower its per-query cap, never raise it above policy. `headers`: anything with `.get`."""
+    asked: Any = headers.get("x-triage-max-cost")
     param = "x-triage-max-cost"
     if asked is None:
         md = raw.get("metadata")

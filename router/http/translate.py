@@ -13,23 +13,25 @@ from typing import Any, AsyncIterator
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from router.http.asgi import JSONAnswer
 from router.http.sse import DONE, SSEDecoder
 
 KEEPALIVE = "keep-alive"
 
 
-def chat_json(resp: Response) -> dict[str, Any]:
+def chat_json(resp: JSONAnswer | Response) -> dict[str, Any]:
     return orjson.loads(resp.body)
 
 
-def triage_headers(resp: Response) -> dict[str, str]:
+def triage_headers(resp: JSONAnswer | Response) -> dict[str, str]:
     """The x-triage-* / x-request-id headers the chat response carried."""
     return {k: v for k, v in resp.headers.items() if k.startswith("x-")}
 
 
-async def chat_chunks(resp: StreamingResponse) -> AsyncIterator[dict[str, Any] | str]:
+async def chat_chunks(resp: JSONAnswer | StreamingResponse) -> AsyncIterator[dict[str, Any] | str]:
     """The chat stream's chunk dicts (an in-band failure arrives as {"error": ...}); keep-alive comments
     as KEEPALIVE. Closing this closes the chat stream, which settles what was spent."""
+    assert isinstance(resp, StreamingResponse), "chat answered a stream request with JSON"
     dec = SSEDecoder()
     async with aclosing(resp.body_iterator) as it:  # type: ignore[type-var]
         async for b in it:
