@@ -73,7 +73,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         self._feedback = redis.register_script(_lua("feedback.lua"))
         self._refuse = redis.register_script(_lua("refuse.lua"))
         self._renew = redis.register_script(_lua("renew.lua"))
-        self._scripts = ScriptBatcher(redis)
+        self._scripts = ScriptBatcher(redis, settings.redis_timeout_s, settings.connection_retries)
         self._lengths: dict[str, tuple[float, dict[str, dict[str, int]]]] = {}
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self._keys_watch: asyncio.Task[None] | None = None
@@ -84,14 +84,16 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         # tenant -> (version, scopes with a policy); a tenant's first admit loads its entry
         self._policies: dict[str, tuple[int, frozenset[str]]] = {}
         self._lease_ms = int(settings.lease_ttl_s * 1000)
+        self._admit_shapes: dict[tuple[Any, ...], tuple[list[str], list[str], list[tuple[int, ...]]]] = {}
 
     @classmethod
     async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
                       prices: PriceBook | None = None) -> "Accountant":
         settings = settings or AccountingSettings()
         # No socket_timeout: redis-py would wrap every write in asyncio.wait_for (a Task per
-        # command). Hot-path calls are bounded by one asyncio.timeout in _call instead. A connection
-        # error is retried on a fresh connection (stale after a Redis restart); every script is idempotent.
+        # command). Script calls are bounded by the ScriptBatcher's deadline, other hot-path reads by an
+        # asyncio.timeout. A connection error is retried on a fresh connection (stale after a Redis
+        # restart); every script is idempotent.
         r = make_client(redis_url, connect_timeout_s=settings.connect_timeout_s, socket_timeout_s=None,
                         max_connections=settings.max_connections, pool_wait_s=settings.pool_wait_s,
                         retries=settings.connection_retries,
@@ -108,6 +110,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
     async def close(self) -> None:
         for t in list(self._bg):
             t.cancel()
+        await self._scripts.close()
         await close_client(self.redis)
 
     # -- health ---------------------------------------------------------------------------------
@@ -148,8 +151,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         if not await self._usable():
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                res = await self._scripts.run(script, keys, args)
+            res = await self._scripts.run(script, keys, args)  # fails within redis_timeout_s
         except TimeoutError as e:
             self.breaker.failure()
             self._guard_recent()
@@ -307,36 +309,45 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         day, month = _today()
         t = principal.tenant
         ver, have = self._policies.get(t, (-1, frozenset()))
+        # A key's requests route to the same few (tier, model) plans: their scopes and key names are
+        # derived once per policy-index version, not per request.
+        shape_key = (t, principal.key_id, ver, have, wscope, *[(plans[i].tier, plans[i].model) for i in idx])
+        shape = self._admit_shapes.get(shape_key)
+        if shape is None:
+            shape = self._admit_shape(t, principal.key_id, [plans[i] for i in idx], have, wscope)
+            if len(self._admit_shapes) > 10_000:
+                self._admit_shapes.clear()
+            self._admit_shapes[shape_key] = shape
+        keys, scope_names, members = shape
+        ests = [to_nusd(plans[i].estimate_usd) for i in idx]
+        args: list[Any] = [request_id, day, month, self._lease_ms, len(scope_names), len(idx), ver]
+        for est, m in zip(ests, members):
+            args.append(est)
+            args += m
+        return await self._call(self._admit, keys, args), scope_names, ests
+
+    @staticmethod
+    def _admit_shape(t: str, key_id: str, plans: list[PlanEstimate], have: frozenset[str],
+                     wscope: str | None) -> tuple[list[str], list[str], list[tuple[int, ...]]]:
+        """admit.lua's KEYS, the scopes they name, and per plan (count, scope indices...)."""
         scope_ix: dict[str, int] = {}
         scope_names: list[str] = []
         keys: list[str] = [rk.budgets_version(t)]
-        plan_args: list[Any] = []
-        ests: list[int] = []
-        for i in idx:
-            p = plans[i]
-            members = []
-            if have:
-                for s in rk.scopes_for(principal.tenant, principal.key_id, p.tier, p.model):
-                    if s not in have:
-                        continue
-                    j = scope_ix.get(s)
-                    if j is None:
-                        scope_names.append(s)
-                        j = scope_ix[s] = len(scope_names)
-                        keys += (rk.budget(t, s), rk.spend(t, s), rk.holds(t, s))
-                    members.append(j)
+        members: list[tuple[int, ...]] = []
+        for p in plans:
+            mine = [s for s in rk.scopes_for(t, key_id, p.tier, p.model) if s in have] if have else []
             if wscope is not None:
-                j = scope_ix.get(wscope)
+                mine.append(wscope)
+            js = []
+            for s in mine:
+                j = scope_ix.get(s)
                 if j is None:
-                    scope_names.append(wscope)
-                    j = scope_ix[wscope] = len(scope_names)
-                    keys += (rk.budget(t, wscope), rk.spend(t, wscope), rk.holds(t, wscope))
-                members.append(j)
-            est = to_nusd(p.estimate_usd)
-            ests.append(est)
-            plan_args += (est, len(members), *members)
-        args = [request_id, day, month, self._lease_ms, len(scope_names), len(idx), ver, *plan_args]
-        return await self._call(self._admit, keys, args), scope_names, ests
+                    scope_names.append(s)
+                    j = scope_ix[s] = len(scope_names)
+                    keys += (rk.budget(t, s), rk.spend(t, s), rk.holds(t, s))
+                js.append(j)
+            members.append((len(js), *js))
+        return keys, scope_names, members
 
     # -- settlement -----------------------------------------------------------------------------
 

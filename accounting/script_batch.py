@@ -1,97 +1,324 @@
-"""Coalesces the accountant's script calls (admit, settle, release, renew) from concurrent requests
-into one pipelined round trip.
+"""The accountant's script calls (admit, settle, release, renew, refuse) on one pipelined connection.
 
-Under load most of a worker's Redis cost is per round trip (a socket write and a read wake-up each),
-not the scripts themselves. Up to ``max_inflight`` calls go straight out as before, so a lone request
-waits for nothing; calls made while those are in flight queue, and the next free slot sends the whole
-queue as one non-transactional pipeline. Each EVALSHA still runs atomically on its own, in the order
-sent; a call's outcome (result, script error, connection error) is its own, exactly as if sent alone.
-Clients without plain pipelines (Redis Cluster) send every call on its own.
+Under load most of a worker's Redis cost is per call and per round trip in the client, not in the
+scripts: redis-py encodes every argument generically, checks a connection out of the pool, wraps the
+write in its retry machinery and parses each reply through several layers; and every socket write
+wakes Redis. Here each call is packed straight to RESP bytes (`pack_evalsha`) and goes out on a
+connection that carries only these calls: a lone call at the end of the current loop iteration; while
+a round trip is out, new calls queue and leave together, in one write, once its replies are in. The
+replies, which Redis sends in the order it got the commands, are parsed by hiredis as they arrive and
+handed to their callers in that order. Each EVALSHA still runs atomically on its own, in the order
+sent; a call's outcome (result, script error, connection error, timeout) is its own, exactly as if
+sent alone.
+
+- The connection is made by redis-py (auth, db, TLS, Sentinel's master lookup), then taken over.
+- A script the server lost (restart, failover, SCRIPT FLUSH) answers NOSCRIPT without running: it is
+  loaded (SCRIPT LOAD, pipelined ahead of it) and sent again, once.
+- A connection that fails (stale after a Redis restart, a replica after a Sentinel failover) is
+  replaced, and the calls it carried are sent again on the new one up to ``retries`` times: every
+  script is idempotent.
+- One deadline timer for all calls instead of a timeout per call: a call not answered within
+  ``timeout_s`` fails with TimeoutError, and its connection, stuck or half-open, is dropped.
+- Redis Cluster clients route per slot; they send every call on its own through redis-py.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
+import hiredis
+from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, InvalidResponse, NoScriptError, ReadOnlyError, RedisError
 
-_Call = tuple[Any, list[Any], list[Any], "asyncio.Future[Any]"]
+_CRLF = b"\r\n"
+_LEN = tuple(b"$%d\r\n" % n for n in range(256))  # bulk-string headers of the common lengths, made once
+_MORE = object()  # hiredis: no complete reply buffered yet
+
+
+def _arg(a: Any) -> bytes:
+    """The uncommon argument types, as redis-py's Encoder treats them (bool is refused, not sent as 1)."""
+    if isinstance(a, (bytes, bytearray, memoryview)):
+        return bytes(a)
+    if isinstance(a, bool) or not isinstance(a, (int, float, str)):
+        raise DataError(f"Invalid input of type: '{type(a).__name__}'. Convert to a bytes, string, int or float first.")
+    return a.encode() if isinstance(a, str) else repr(a).encode()
+
+
+def pack_command(*parts: Any) -> bytes:
+    """Any command as RESP bytes (the rare ones: SCRIPT LOAD)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for a in parts:
+        b = a.encode() if type(a) is str else (b"%d" % a if type(a) is int else _arg(a))
+        out += (b"$%d\r\n" % len(b), b, _CRLF)
+    return b"".join(out)
+
+
+def pack_evalsha(sha: bytes, keys: list[Any], args: list[Any]) -> bytes:
+    """EVALSHA sha numkeys *keys *args as RESP bytes, byte for byte what redis-py would send."""
+    nk = b"%d" % len(keys)
+    out = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%b\r\n" % (3 + len(keys) + len(args), sha, len(nk), nk)]
+    ap = out.append
+    for seq in (keys, args):
+        for a in seq:
+            t = type(a)
+            if t is str:
+                b = a.encode()
+            elif t is int:
+                b = b"%d" % a
+            elif t is bytes:
+                b = a
+            else:
+                b = _arg(a)
+            n = len(b)
+            ap(_LEN[n] if n < 256 else b"$%d\r\n" % n)
+            ap(b)
+            ap(_CRLF)
+    return b"".join(out)
+
+
+class _Call:
+    __slots__ = ("script", "packed", "fut", "deadline", "tries", "reloaded", "last")
+
+    def __init__(self, script: Any, packed: bytes, fut: asyncio.Future[Any] | None, deadline: float) -> None:
+        self.script = script
+        self.packed = packed
+        self.fut = fut  # None: an internal command (SCRIPT LOAD) whose reply nobody awaits
+        self.deadline = deadline
+        self.tries = 0
+        self.reloaded = False
+        self.last = False  # the last call of its write: its reply completes that round trip
+
+
+class _Link(asyncio.Protocol):
+    """One connection: calls written in order, replies matched to them in the same order."""
+
+    def __init__(self, owner: ScriptBatcher, conn: Any, writer: asyncio.StreamWriter) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.writer = writer  # kept referenced: a collected StreamWriter closes its transport
+        self.transport: Any = writer.transport
+        self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error,
+                                     notEnoughData=_MORE)
+        self.sent: deque[_Call] = deque()
+        self.writes = 0  # round trips not yet fully answered
+        self.loaded: set[str] = set()  # scripts this link has been told to SCRIPT LOAD
+        self.closed = False
+
+    def data_received(self, data: bytes) -> None:
+        reader, sent = self.reader, self.sent
+        try:
+            reader.feed(data)
+            while not self.closed and (reply := reader.gets()) is not _MORE:
+                c = sent.popleft()  # IndexError: a reply nobody asked for, the stream is out of step
+                if c.last:
+                    c.last = False
+                    self.writes -= 1
+                    if self.owner._queue:
+                        self.owner._schedule()
+                if isinstance(reply, RedisError):
+                    self.owner._error(self, c, reply)
+                elif c.fut is not None and not c.fut.done():
+                    c.fut.set_result(reply)
+        except Exception as e:  # noqa: BLE001 - protocol error or desync: this connection can't be trusted
+            self.owner._drop(self, RedisConnectionError(f"Redis reply stream broken: {e!r}"))
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._drop(self, RedisConnectionError(f"Connection to Redis lost: {exc!r}" if exc else
+                                                    "Connection closed by Redis"))
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.transport.abort()
+        except Exception:  # noqa: BLE001 - the loop that owned it may be gone
+            pass
 
 
 class ScriptBatcher:
-    __slots__ = ("redis", "max_inflight", "_inflight", "_queue", "_loop", "_tasks")
-
-    def __init__(self, redis: Any, max_inflight: int = 2) -> None:
+    def __init__(self, redis: Any, timeout_s: float = 10.0, retries: int = 1, max_writes: int = 1) -> None:
         self.redis = redis
-        # a cluster client routes per slot; its pipeline does not carry scripts the way we need
-        self.max_inflight = max_inflight if isinstance(redis, Redis) else 1 << 30
-        self._inflight = 0
-        self._queue: list[_Call] = []
+        # Round trips in flight at once. A write costs far more than its bytes (a loopback send runs the
+        # receiver's TCP stack and wakes Redis), so a busy worker sends batches, a lone call goes at once.
+        self.max_writes = max_writes
+        self.timeout_s = timeout_s
+        self.retries = retries
+        # a cluster client routes per slot: every call goes on its own through redis-py
+        self.direct = not isinstance(redis, Redis)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._link: _Link | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._queue: list[_Call] = []  # waiting for the next write (or for a connection)
+        self._flush_at: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._shas: dict[str, bytes] = {}
 
     async def run(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # state from another (finished) event loop means nothing here
-            self._loop, self._inflight, self._queue = loop, 0, []
-        if self._inflight < self.max_inflight and not self._queue:
-            self._inflight += 1
-            try:
+        """The script's reply; raises its error reply, a connection error, or TimeoutError past ``timeout_s``."""
+        if self.direct:
+            async with asyncio.timeout(self.timeout_s):
                 return await script(keys=keys, args=args)
-            finally:
-                self._inflight -= 1
-                self._drain()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, fut))
-        self._drain()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._reset(loop)
+        sha = self._shas.get(script.sha)
+        if sha is None:
+            sha = self._shas[script.sha] = script.sha.encode()
+        fut = loop.create_future()
+        c = _Call(script, pack_evalsha(sha, keys, args), fut, loop.time() + self.timeout_s)
+        self._queue.append(c)
+        link = self._link
+        if self._flush_at is None and (link is None or link.writes < self.max_writes):
+            self._flush_at = loop.call_soon(self._flush)
+        if self._timer is None:
+            self._timer = loop.call_at(c.deadline, self._expire)
         return await fut
 
-    def _drain(self) -> None:
-        if not self._queue or self._inflight >= self.max_inflight or self._loop is None:
-            return
-        batch, self._queue = self._queue, []
-        self._inflight += 1
-        t = self._loop.create_task(self._send(batch))
-        self._tasks.add(t)  # a strong reference until done
-        t.add_done_callback(self._tasks.discard)
+    async def close(self) -> None:
+        for h in (self._flush_at, self._timer):
+            if h is not None:
+                h.cancel()
+        self._flush_at = self._timer = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._link is not None:
+            self._drop(self._link, RedisConnectionError("accounting closed"), resend=False)
+        self._fail(self._queue, RedisConnectionError("accounting closed"))
+        self._queue = []
 
-    async def _send(self, batch: list[_Call]) -> None:
+    # -- sending --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        link = self._link
+        if link is not None and link.transport.is_closing():  # closed; its connection_lost is on its way
+            self._drop(link, RedisConnectionError("Connection to Redis closed"))
+            link = None
+        if link is None:
+            if self._connecting is None and self._queue and self._loop is not None:
+                self._connecting = self._loop.create_task(self._connect())
+            return
+        if link.writes >= self.max_writes:
+            return  # the reply that completes a round trip sends what queued meanwhile
+        batch = [c for c in self._queue if c.fut is None or not c.fut.done()]  # a caller gone: not sent
+        self._queue = []
+        if batch:
+            batch[-1].last = True
+            link.writes += 1
+            link.sent.extend(batch)
+            link.transport.write(b"".join([c.packed for c in batch]))
+
+    def _schedule(self) -> None:
+        if self._flush_at is None and self._loop is not None:
+            self._flush_at = self._loop.call_soon(self._flush)
+
+    async def _connect(self) -> None:
         try:
-            live = [c for c in batch if not c[3].done()]  # a caller that timed out meanwhile is not sent
-            if not live:
-                return
-            try:
-                async with self.redis.pipeline(transaction=False) as p:
-                    for script, keys, args, _ in live:
-                        # EVALSHA directly: the pipeline's script registry would add a SCRIPT EXISTS round trip
-                        p.evalsha(script.sha, len(keys), *keys, *args)
-                    results = await p.execute(raise_on_error=False)
-            except Exception as e:  # the round trip itself failed: every call in it failed alike
-                for *_, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                return
-            for (script, keys, args, fut), r in zip(live, results):
-                if isinstance(r, NoScriptError):
-                    # the server lost its scripts (restart, failover) and did not run this one: send it
-                    # alone, which loads the script first
-                    try:
-                        r = await script(keys=keys, args=args)
-                    except Exception as e:
-                        r = e
-                if fut.done():
+            # redis-py makes the connection (auth, db, TLS, Sentinel's master); the link then reads it
+            conn = self.redis.connection_pool.make_connection()
+            await conn.connect()
+            reader, writer = conn._reader, conn._writer
+            conn._reader = conn._writer = None  # the link owns the socket now, not the pool's object
+            link = _Link(self, conn, writer)
+            link.transport.set_protocol(link)
+            if reader is not None and reader._buffer:  # nothing is expected after the handshake
+                link.data_received(bytes(reader._buffer))
+        except Exception as e:  # noqa: BLE001 - Redis unreachable: every call waiting for it fails alike
+            self._connecting = None
+            err = e if isinstance(e, (RedisError, OSError)) else RedisConnectionError(repr(e))
+            queue, self._queue = self._queue, []
+            self._fail(queue, err)
+            return
+        self._connecting = None
+        self._link = link
+        self._flush()
+
+    # -- replies and failures -------------------------------------------------------------------
+
+    def _error(self, link: _Link, c: _Call, err: RedisError) -> None:
+        if isinstance(err, NoScriptError) and not c.reloaded and c.fut is not None:
+            # the server lost its scripts and did not run this one: load it, then send the call again
+            c.reloaded = True
+            if c.script.sha not in link.loaded:
+                link.loaded.add(c.script.sha)
+                self._queue.append(_Call(None, pack_command("SCRIPT", "LOAD", c.script.script), None, c.deadline))
+            self._queue.append(c)
+            self._schedule()
+            return
+        if isinstance(err, ReadOnlyError) and c.tries < self.retries and c.fut is not None:
+            # connected to a replica (the master we knew was demoted): a new connection finds the master
+            link.sent.appendleft(c)  # unanswered, like the calls sent after it
+            self._drop(link, RedisConnectionError("The previous master is now a replica"))
+            return
+        if c.fut is not None and not c.fut.done():
+            c.fut.set_exception(err)
+
+    def _drop(self, link: _Link, err: Exception, resend: bool = True) -> None:
+        """Retire a failed connection; its unanswered calls go out again on a new one, ``retries`` times."""
+        if link.closed:
+            return
+        link.close()
+        if self._link is link:
+            self._link = None
+        again, lost = [], []
+        while link.sent:
+            c = link.sent.popleft()
+            if c.fut is None or c.fut.done():
+                continue
+            if resend and c.tries < self.retries:
+                c.tries += 1
+                again.append(c)
+            else:
+                lost.append(c)
+        self._fail(lost, err)
+        if again:
+            self._queue[:0] = again  # sent before anything still queued: keep that order
+        if self._queue:
+            self._schedule()
+
+    @staticmethod
+    def _fail(calls: list[_Call], err: BaseException) -> None:
+        for c in calls:
+            if c.fut is not None and not c.fut.done():
+                c.fut.set_exception(err)
+
+    def _expire(self) -> None:
+        """The deadline timer: fail what is overdue, drop a connection that sat on a call that long."""
+        self._timer = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        nxt: float | None = None
+        link = self._link
+        stuck = False
+        for calls, on_link in ((link.sent if link is not None else (), True), (self._queue, False)):
+            for c in calls:
+                if c.fut is None or c.fut.done():
                     continue
-                if isinstance(r, BaseException):
-                    fut.set_exception(r)
-                else:
-                    fut.set_result(r)
-        except BaseException as e:  # cancelled (shutdown): callers must not wait forever
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e if isinstance(e, Exception) else ConnectionError("cancelled"))
-            raise
-        finally:
-            self._inflight -= 1
-            self._drain()
+                if c.deadline <= now:
+                    c.fut.set_exception(TimeoutError("Redis did not answer in time"))
+                    stuck = stuck or on_link
+                elif nxt is None or c.deadline < nxt:
+                    nxt = c.deadline
+        if stuck and link is not None:
+            self._drop(link, RedisConnectionError("Redis connection stuck; dropped"))
+        if nxt is not None:
+            self._timer = loop.call_at(nxt, self._expire)
+
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
+        """State from another (finished) event loop means nothing here."""
+        if self._link is not None:
+            self._link.closed = True
+            try:
+                self._link.transport.abort()
+            except Exception:  # noqa: BLE001 - its loop is closed
+                pass
+        self._loop, self._link, self._connecting, self._queue = loop, None, None, []
+        self._flush_at = self._timer = None

@@ -81,9 +81,10 @@ def fold(raw: str, top: int = 20) -> dict[str, Any]:
 # Stage of a sample: the innermost frame that names one (checked innermost first), so the
 # accountant's Redis calls inside settle count as settle, not as the handler around them.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # the accountant's pipelined round trip (accounting/script_batch.py) runs in its own task, outside
-    # the admit/settle frames of the requests whose calls it carries
-    ("admit+settle, batched", ("_send (accounting/script_batch.py)",)),
+    # the accountant's pipelined connection (accounting/script_batch.py) writes and reads from loop
+    # callbacks, outside the admit/settle frames of the requests whose calls it carries
+    ("admit+settle, batched", ("_flush (accounting/script_batch.py)", "data_received (accounting/script_batch.py)",
+                               "_connect (accounting/script_batch.py)", "_expire (accounting/script_batch.py)")),
     ("ledger", ("record (router/http/chat.py)", "top_tier_nusd", "model_dump_json", "LedgerRecord", "top_lengths")),
     ("settle", ("settle (accounting/", "release (accounting/", "_finish (router/http/chat.py)")),
     ("admit", ("admit (accounting/", "LeaseKeeper", "HoldRenewer", "_run (router/http/metering.py)")),
