@@ -144,11 +144,8 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                     pass
         return ok
 
-    async def _usable(self) -> bool:
-        return self.breaker.allow() or await self.breaker.usable(self._probe)
-
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        if not await self._usable():
+        if not self.breaker.allow() and not await self.breaker.usable(self._probe):
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
             res = await self._scripts.run(script, keys, args)  # fails within redis_timeout_s
