@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 # Head+tail of the last ask: the question is usually at the start, the actual
@@ -23,6 +24,10 @@ CONTEXT_SCAN_CHARS = 20_000
 # CJK/kana/hangul have no spaces: one token per character, otherwise a whole
 # sentence would be one never-seen token.
 _TOKEN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\d_]+|\d+")
+_ASCII_TOKEN_RE = re.compile(r"[a-z]+|0")
+_DIGITS_RE = re.compile(r"[0-9]+")
+# bytes.translate table: a-z kept, digits -> NUL (to detect them), every other byte -> space
+_ASCII_SEP = bytes(b if 97 <= b <= 122 else 0 if 48 <= b <= 57 else 32 for b in range(256))
 _MATH_RE = re.compile(
     r"\$|\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|le|ge|neq|infty|pi|theta|alpha|begin)"
     r"|[∑∫√≤≥≠∞∀∃∈πθ±×÷]|\^|\d\s*[-+*/=<>]\s*\d"
@@ -69,6 +74,9 @@ for _cat, _words in enumerate((
         _KEYWORDS[_w] = _cat
 # Tokens that join requirements of one ask ("... with X and Y, then Z").
 _JOINERS = frozenset(("and", "with", "then", "while", "including", "include", "plus", "also"))
+# Both in one table, a keyword family winning over joining ("include"): family 5 is a joiner.
+_FAMILY = {**{j: 5 for j in _JOINERS}, **_KEYWORDS}
+_LEXICON = frozenset(_FAMILY)
 _SIMPLE_RE = re.compile(
     r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|night)|what(?:'s| is) the (?:time|weather|date)|"
     r"set (?:a|an) |remind me|translate|define|who is|what is|how do you say|tell me a joke)\b"
@@ -131,15 +139,17 @@ def last_user_text(messages: Sequence[Mapping[str, Any]] | str | None) -> str:
         return ""
     if isinstance(messages, str):
         return messages
+    # type() first: isinstance against the Mapping ABC is the slow part for the plain dicts that come in;
+    # isspace() rather than strip(): the same test without copying a long prompt.
     for msg in reversed(messages):
-        if isinstance(msg, Mapping) and msg.get("role") == "user":
+        if (type(msg) is dict or isinstance(msg, Mapping)) and msg.get("role") == "user":
             text = content_text(msg.get("content"))
-            if text.strip():
+            if text and not text.isspace():
                 return text
     for msg in reversed(messages):
-        if isinstance(msg, Mapping):
+        if type(msg) is dict or isinstance(msg, Mapping):
             text = content_text(msg.get("content"))
-            if text.strip():
+            if text and not text.isspace():
                 return text
     return ""
 
@@ -173,7 +183,7 @@ def conversation(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any 
     user_turns = system_chars = context_chars = 0
     has_tools = bool(tools)
     for msg in messages:
-        if not isinstance(msg, Mapping):
+        if type(msg) is not dict and not isinstance(msg, Mapping):
             continue
         role = msg.get("role")
         if role == "user":
@@ -192,65 +202,99 @@ def conversation(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any 
 
 def tokens(text: str) -> list[str]:
     """Lower-cased unigrams + adjacent bigrams; numbers collapse to '0' (value rarely matters)."""
-    toks = _TOKEN_RE.findall(text.lower())
+    low = text.lower()
+    if low.isascii():
+        # The tokens _TOKEN_RE finds in ASCII (once lowered: runs of [a-z], runs of [0-9]), cheaper:
+        # without digits the letter runs are what is left after every other byte becomes a space; with
+        # digits, each digit run is collapsed to "0" before an ASCII-only scan.
+        sep = low.encode().translate(_ASCII_SEP)
+        if 0 in sep:  # a digit
+            toks = _ASCII_TOKEN_RE.findall(_DIGITS_RE.sub("0", low))
+        else:
+            toks = sep.decode().split()
+    else:
+        toks = ["0" if t[0].isdigit() else t for t in _TOKEN_RE.findall(low)]
     if len(toks) > MAX_TOKENS:
-        toks = toks[:MAX_TOKENS]
-    toks = ["0" if t[0].isdigit() else t for t in toks]
-    return toks + [a + " " + b for a, b in zip(toks, toks[1:])]
+        del toks[MAX_TOKENS:]
+    return toks + list(map(" ".join, zip(toks, toks[1:])))
 
 
-def dense(conv: Conversation, toks: list[str] | None = None) -> list[float]:
+def keyword_stats(toks: Iterable[str], counts: Mapping[str, int] | None = None) -> tuple[list[int], int, int]:
+    """(hits per keyword family, distinct programming terms, requirement joiners), from the tokens or,
+    equivalently and cheaper, from their counts."""
+    if counts is None:
+        counts = Counter(toks)
+    kw = [0, 0, 0, 0, 0, 0]  # the families, then the joiners
+    tech = 0
+    for tok in _LEXICON.intersection(counts):  # in C: the loop only sees the few hits
+        c = _FAMILY[tok]
+        kw[c] += counts[tok]
+        if c == 4:
+            tech += 1
+    joins = kw.pop()
+    return kw, tech, joins
+
+
+# Features computed from the conversation's sizes, the keyword counts and a couple of str.count calls:
+# a scorer whose artifact needs only these skips the word split and the regex scans.
+CHEAP_DENSE = frozenset(DENSE_NAMES.index(n) for n in (
+    "long_prompt", "multi_turn", "long_system_prompt", "tool_use", "multi_question", "asks_reasoning",
+    "complex_task", "constraints", "long_context", "code_task", "code_multi"))
+
+
+def dense(conv: Conversation, toks: list[str] | None = None,
+          stats: tuple[list[int], int, int] | None = None, cheap_only: bool = False) -> list[float]:
+    """The N_DENSE hand features; `stats` is keyword_stats() when the caller has it. With `cheap_only`,
+    the features outside CHEAP_DENSE are left at 0.0."""
     t = conv.ask
-    if toks is None:
-        toks = tokens(t)
-    kw = [0, 0, 0, 0, 0]
-    tech: set[str] = set()
-    joins = 0
-    get = _KEYWORDS.get
-    joiners = _JOINERS
-    for tok in toks:
-        c = get(tok)
-        if c is not None:
-            kw[c] += 1
-            if c == 4:
-                tech.add(tok)
-        elif tok in joiners:
-            joins += 1
-    n_chars = conv.ask_len
+    if stats is None:
+        stats = keyword_stats(tokens(t) if toks is None else toks)
+    kw, tech, joins = stats
+    x = [
+        math.log1p(conv.ask_len),
+        0.0,
+        0.0,
+        math.log1p(conv.user_turns),
+        math.log1p(conv.system_chars),
+        1.0 if conv.has_tools else 0.0,
+        0.0,
+        0.0,
+        0.0,
+        math.log1p(t.count("?")),
+        math.log1p(kw[0]),
+        math.log1p(kw[1]),
+        0.0,
+        0.0,
+        math.log1p(kw[2]),
+        0.0,
+        0.0,
+        math.log1p(conv.context_chars),
+        math.log1p(tech),
+        # Only an ask naming 3+ programming terms AND stringing requirements together; one
+        # language + one structure ("reverse a linked list in Python") stays 0. Capped so a
+        # long passage that happens to mention "tree" and "graph" cannot run it up.
+        math.log1p(min(tech - 2, 4) * min(kw[1] + joins + t.count(","), 8)) if tech > 2 else 0.0,
+    ]
+    if cheap_only:
+        return x
     words = t.split()
     n_words = len(words)
-    n_lines = t.count("\n") + 1 if t else 0
     non_ascii = 0.0
     if t:
         # encode() runs in C; the byte surplus approximates the non-ASCII share.
         non_ascii = min(1.0, (len(t.encode("utf-8")) - len(t)) / (2.0 * len(t)))
     mean_word = (sum(map(len, words)) / n_words) if n_words else 0.0
     code = kw[3] + 3 * t.count("```") + t.count(";\n") + t.count("{\n") + t.count("=>") + t.count("()")
-    return [
-        math.log1p(n_chars),
-        math.log1p(n_words),
-        math.log1p(n_lines),
-        math.log1p(conv.user_turns),
-        math.log1p(conv.system_chars),
-        1.0 if conv.has_tools else 0.0,
-        math.log1p(code),
-        math.log1p(len(_MATH_RE.findall(t))),
-        math.log1p(sum(1 for w in words if w[:1].isdigit())),
-        math.log1p(t.count("?")),
-        math.log1p(kw[0]),
-        math.log1p(kw[1]),
-        1.0 if _SIMPLE_RE.match(t[:80].lower()) else 0.0,
-        math.log1p(len(_LIST_RE.findall(t))),
-        math.log1p(kw[2]),
-        non_ascii,
-        min(mean_word, 20.0),
-        math.log1p(conv.context_chars),
-        math.log1p(len(tech)),
-        # Only an ask naming 3+ programming terms AND stringing requirements together; one
-        # language + one structure ("reverse a linked list in Python") stays 0. Capped so a
-        # long passage that happens to mention "tree" and "graph" cannot run it up.
-        math.log1p(min(len(tech) - 2, 4) * min(kw[1] + joins + t.count(","), 8)) if len(tech) > 2 else 0.0,
-    ]
+    x[1] = math.log1p(n_words)
+    x[2] = math.log1p(t.count("\n") + 1 if t else 0)
+    x[6] = math.log1p(code)
+    x[7] = math.log1p(len(_MATH_RE.findall(t)))
+    x[8] = math.log1p(sum(1 for w in words if w[:1].isdigit()))
+    x[12] = 1.0 if _SIMPLE_RE.match(t[:80].lower()) else 0.0
+    x[13] = math.log1p(len(_LIST_RE.findall(t)))
+    x[15] = non_ascii
+    x[16] = min(mean_word, 20.0)
+    return x
 
 
 def featurize(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any = None) -> tuple[list[str], list[float]]:

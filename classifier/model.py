@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import orjson
 
-from classifier.features import DENSE_NAMES, conversation, dense, tokens
+from classifier.features import CHEAP_DENSE, DENSE_NAMES, conversation, dense, keyword_stats, tokens
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "complexity_v2.json"
 FORMAT = "triage-complexity/2"
@@ -54,7 +55,7 @@ def dumps(artifact: Mapping[str, Any]) -> bytes:
 
 class Classifier:
     __slots__ = ("_table", "_dense_idx", "_dense_a", "_dense_mean", "_dense_names", "_bias", "_cal_a",
-                 "_cal_b", "tiers", "version", "meta", "_floors")
+                 "_cal_b", "tiers", "version", "meta", "_floors", "_cheap")
 
     def __init__(self, artifact: Mapping[str, Any]) -> None:
         if artifact.get("format") != FORMAT:
@@ -63,8 +64,10 @@ class Classifier:
             vocab, idf, coef = artifact["vocab"], artifact["idf"], artifact["coef"]
             if not (len(vocab) == len(idf) == len(coef)):
                 raise ValueError("artifact vocabulary tables have mismatched lengths")
-            self._table: dict[str, tuple[float, float]] = {
-                str(t): (float(i), float(c)) for t, i, c in zip(vocab, idf, coef)}
+            # token -> (idf, coef, idf * idf, idf * coef)
+            self._table: dict[str, tuple[float, float, float, float]] = {
+                str(t): (float(i), float(c), float(i) * float(i), float(i) * float(c))
+                for t, i, c in zip(vocab, idf, coef)}
             d = artifact.get("dense") or {"names": [], "mean": [], "std": [], "coef": []}
             unknown = [n for n in d["names"] if n not in DENSE_NAMES]
             if unknown:
@@ -94,6 +97,8 @@ class Classifier:
                 raise ValueError(f"artifact floor {name!r} names an unknown feature or tier")
             self._floors.append((DENSE_NAMES.index(name), float(spec.get("min", 1e-12)),
                                  dict(self.tiers)[spec["tier"]], name))
+        # The features this artifact reads; when all are cheap, dense() skips the word split and regexes.
+        self._cheap = {*self._dense_idx, *(f[0] for f in self._floors)} <= CHEAP_DENSE
         self.version = str(artifact.get("version") or artifact_version(artifact))
         self.meta: dict[str, Any] = dict(artifact.get("meta", {}))
 
@@ -118,26 +123,31 @@ class Classifier:
                explain: bool) -> tuple[float, list[str]]:
         conv = conversation(messages, tools)
         toks = tokens(conv.ask)
-        counts: dict[str, int] = {}
-        for t in toks:
-            counts[t] = counts.get(t, 0) + 1
-        table = self._table
+        counts = Counter(toks)  # first-seen order: the sums below add in the order they always have
+        get = self._table.get
+        log = math.log
         num = sq = 0.0
-        contribs: list[tuple[float, str]] = []
+        pos: list[tuple[float, str]] = []  # (contribution, token), for the explanation
+        neg: list[tuple[float, str]] = []
         for t, c in counts.items():
-            e = table.get(t)
+            e = get(t)
             if e is None:
                 continue
-            w = (1.0 + math.log(c)) * e[0] if c > 1 else e[0]
-            sq += w * w
-            num += w * e[1]
+            if c == 1:  # w = idf: its products are precomputed, bit for bit the same
+                sq += e[2]
+                v = e[3]
+            else:
+                w = (1.0 + log(c)) * e[0]
+                sq += w * w
+                v = w * e[1]
+            num += v
             if explain:
-                contribs.append((w * e[1], t))
+                (pos if v > 0 else neg).append((v, t))
         norm = math.sqrt(sq)
         z = self._bias + (num / norm if norm > 0 else 0.0)
         x: list[float] = []
         if self._dense_idx or self._floors:
-            x = dense(conv, toks)
+            x = dense(conv, toks, keyword_stats(toks, counts), self._cheap)
         dense_c = [a * (x[i] - m) for i, a, m in zip(self._dense_idx, self._dense_a, self._dense_mean)]
         z += sum(dense_c)
         u = self._cal_a * z + self._cal_b
@@ -150,12 +160,16 @@ class Classifier:
         if not explain:
             return p, []
         up = len(self.tiers) > 1 and p >= self.tiers[1][1]
-        ranked = [(abs(c) / norm, "wording:" + ("<number>" if t == "0" else t))
-                  for c, t in contribs if (c > 0) == up and abs(c) / norm >= 0.05]
+        # (-weight, signal): plain tuples sort by weight descending, then name
+        ranked: list[tuple[float, str]] = []
+        for c, t in (pos if up else neg):
+            r = abs(c) / norm
+            if r >= 0.05:
+                ranked.append((-r, "wording:" + ("<number>" if t == "0" else t)))
         for dname, di, dm, dc in zip(self._dense_names, self._dense_idx, self._dense_mean, dense_c):
             if (dc > 0) == up and abs(dc) >= 0.1:
-                ranked.append((abs(dc), dname if x[di] >= dm else _LOW_NAMES.get(dname, "no_" + dname)))
-        ranked.sort(key=lambda r: (-r[0], r[1]))
+                ranked.append((-abs(dc), dname if x[di] >= dm else _LOW_NAMES.get(dname, "no_" + dname)))
+        ranked.sort()
         signals = fired + [s for _, s in ranked if s not in fired]
         return p, signals[:3]
 
