@@ -148,25 +148,28 @@ class BudgetPolicy(BaseModel):
     soft_pct: float | None = None  # warn once spend reaches this percentage of the limit
 
 
-class PlanEstimate(BaseModel):
+# Built on every request and never read from outside the process: plain dataclasses, no validation.
+@dataclass(slots=True)
+class PlanEstimate:
     tier: str
     model: str
     estimate_usd: float
 
 
-class Admission(BaseModel):
+@dataclass(kw_only=True, slots=True)
+class Admission:
     request_id: str
     plan_index: int
     reserved_usd: float
     remaining_usd: float | None = None
-    soft_warnings: list[str] = Field(default_factory=list)
+    soft_warnings: list[str] = field(default_factory=list)
     failed_open: bool = False
     # bookkeeping the settle script needs to release exactly what admit held
     tenant: str = ""
     key_id: str = ""
     tier: str = ""
     model: str = ""
-    held_scopes: list[str] = Field(default_factory=list)
+    held_scopes: list[str] = field(default_factory=list)
     reserved_nusd: int = 0
     store_prompts: bool = False
     workflow_scope: str | None = None  # a workflow's budget (x-triage-workflow-max-cost), charged at settle

@@ -189,7 +189,7 @@ class ChatHandler:
         if n > 1:
             decision.cap_usd = cap
             scale_for_choices(decision, n)
-        estimates = [PlanEstimate.model_construct(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
+        estimates = [PlanEstimate(tier=p.tier, model=p.primary_model, estimate_usd=p.estimate_usd)
                      for p in decision.plans]
         try:
             wcap = (wf.max_cost_usd or cfg.workflows.default_max_cost_usd) if wf is not None else None

@@ -77,7 +77,7 @@ async def embeddings(request: Request, chat: ChatHandler) -> Response:
                 prompt_tokens=tokens)
     decision = Decision(plans=[plan], complexity=0.0, signals=["embeddings"], reason=f"embeddings {model}")
     try:
-        adm = await st.accountant.admit(principal, rid, [PlanEstimate.model_construct(
+        adm = await st.accountant.admit(principal, rid, [PlanEstimate(
             tier="passthrough", model=model, estimate_usd=estimate)])
     except BudgetExceeded as e:
         raise budget_exceeded(e.message, e.retryable) from None
