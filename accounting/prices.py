@@ -91,6 +91,7 @@ class PriceBook:
         self.version = version or price_map_version()
         self.output_caps: dict[str, int] = {}  # model -> most output tokens one call may ask for, when known
         self._rates: dict[tuple[str, int, str | None], Rates] = {}
+        self._worst: dict[tuple[str, int, str | None], tuple[float, float]] = {}
         # per model: long-context thresholds, so a call below all of them skips resolution
         self._thresholds = {n: thresholds(p.keys) for n, p in prices.items()}
 
@@ -190,11 +191,19 @@ class PriceBook:
     def worst_rates(self, name: str, prompt_tokens: int = 0, service_tier: str | None = None) -> tuple[float, float]:
         """(input, output) per-token worst case for a call whose prompt is at most ``prompt_tokens``:
         the dearest of every band up to it, so an estimate never undercuts a shorter real prompt."""
+        ts = self._thresholds.get(name, ())
+        # the thresholds a prompt exceeds are always the lowest ones, so their count names the answer
+        k = (name, sum(1 for t in ts if prompt_tokens > t) if ts else 0, service_tier)
+        hit = self._worst.get(k)
+        if hit is not None:
+            return hit
         worst_in = worst_out = 0.0
-        bounds = [0, *(int(t) + 1 for t in self._thresholds.get(name, ()) if prompt_tokens > t)]
+        bounds = [0, *(int(t) + 1 for t in ts if prompt_tokens > t)]
         for b in bounds:
             r = self.rates(name, b, service_tier)
             worst_in, worst_out = max(worst_in, r.worst_input()), max(worst_out, r.worst_output())
+        if len(self._worst) < 10_000:
+            self._worst[k] = (worst_in, worst_out)
         return worst_in, worst_out
 
     def cost(self, name: str, usage: Usage, service_tier: str | None = None) -> float:

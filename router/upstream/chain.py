@@ -24,7 +24,7 @@ import re
 import time
 import zlib
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Iterable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Iterable, Iterator, Literal, Protocol
 
 from accounting import UpstreamCall
 from accounting.models import Usage
@@ -120,6 +120,7 @@ def prompt_bound(ctx: ExecContext, messages: list[dict[str, Any]], known: int = 
 def prepare(body: dict[str, Any], dep: Deployment, max_tokens: int, effort: str | None,
             think: Thinking | None) -> dict[str, Any]:
     b = dict(body)
+    b["model"] = dep.model  # the provider's id: the upstream client then sends this dict as it is
     b.pop("max_tokens", None)
     b.pop("max_completion_tokens", None)
     if dep.supports_reasoning:
@@ -219,18 +220,18 @@ class Step:
         self.call: UpstreamCall | None = None
 
 
-async def _pace(i: int, dep: Deployment, tried: dict[int, float | None]) -> bool:
-    """Sleep before re-trying a deployment; False when its retry-after is too long to wait for."""
+def _backoff(i: int, dep: Deployment, tried: dict[int, float | None]) -> float | None:
+    """Seconds to wait before re-trying a deployment (0: a first try); None when its retry-after is too long
+    to wait for."""
     if id(dep) not in tried:
-        return True
+        return 0.0
     ra = tried[id(dep)]
     if ra is not None and ra > BACKOFF_MAX_S:
-        return False
+        return None
     delay = random.uniform(0.5, 1.0) * min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** i)
     if ra:
         delay = max(delay, ra)
-    await asyncio.sleep(delay)
-    return True
+    return delay
 
 
 def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: float, choices: int = 1) -> int:
@@ -238,23 +239,30 @@ def _size(ctx: ExecContext, model: str, prompt: int, max_tokens: int, room: floa
     return cost.tokens_within((i, o * choices), prompt, room, max_tokens)  # n choices: n answers to pay for
 
 
-async def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
-                          think: Thinking | None, step: "Step", tried: dict[int, float | None], choices: int = 1
-                          ) -> AsyncIterator[tuple[str, Deployment, Thinking | None, int, int, Hop]]:
-    """Attempts that the remaining allowance can pay for, paced by backoff:
-    (model, dep, thinking applied, prompt tokens, max tokens, hop)."""
+def _sized_attempts(ctx: ExecContext, chain: list[str], prompt: int, max_tokens: int, allowance: float,
+                    think: Thinking | None, step: "Step", tried: dict[int, float | None], choices: int = 1
+                    ) -> Iterator[tuple[str, Deployment, Thinking | None, int, int, Hop, float]]:
+    """Attempts that the remaining allowance can pay for, each sized when the previous one is over:
+    (model, dep, thinking applied, prompt tokens, max tokens, hop, backoff seconds to wait first).
+
+    A plain generator: an async one left suspended by the caller's return is closed by a task the event
+    loop schedules from its finalizer hook, on every request."""
     prev: str | None = None
     n = 0
+    floor = min(MIN_CALL_TOKENS, max_tokens)
     for model, dep in attempts(ctx, chain):
         th = think if (think is not None and think.applies(dep)) else None
         p = prompt + (th.prompt_tokens if th is not None else 0)
         mt = _size(ctx, model, p, max_tokens, allowance - step.spent, choices)
-        if mt < min(MIN_CALL_TOKENS, max_tokens) or not await _pace(n, dep, tried):
+        if mt < floor:
+            continue
+        delay = _backoff(n, dep, tried)
+        if delay is None:
             continue
         hop = _hop(n, model, prev)
         n += 1
         prev = model
-        yield model, dep, th, p, mt, hop
+        yield model, dep, th, p, mt, hop, delay
 
 
 def _failed(ctx: ExecContext, model: str, dep: Deployment, e: UpstreamError, t0: float, hop: Hop,
@@ -287,8 +295,10 @@ async def complete_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any
     tried: dict[int, float | None] = {}
     if think is not None and needs_verbatim(body):
         think = None  # a plain answer (native models still get their effort knob)
-    async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                            think, step, tried, _choices(body)):
+    for model, dep, th, p, mt, hop, delay in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                             think, step, tried, _choices(body)):
+        if delay:
+            await asyncio.sleep(delay)
         t0 = _perf()
         sent = prepare(body, dep, mt, effort, th)
         try:
@@ -333,8 +343,10 @@ async def stream_chain(ctx: ExecContext, chain: list[str], body: dict[str, Any],
     tried: dict[int, float | None] = {}
     if think is not None and needs_verbatim(body):
         think = None  # a plain answer (native models still get their effort knob)
-    async for model, dep, th, p, mt, hop in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
-                                                            think, step, tried, _choices(body)):
+    for model, dep, th, p, mt, hop, delay in _sized_attempts(ctx, chain, prompt, max_tokens, allowance,
+                                                             think, step, tried, _choices(body)):
+        if delay:
+            await asyncio.sleep(delay)
         t0 = _perf()
         sent = prepare(body, dep, mt, effort, th)
         agen = ctx.upstream.stream(dep, sent)

@@ -27,6 +27,8 @@ class Cooldowns:
         return (dep.name, dep.api_base or "", dep.model)
 
     def cooling(self, dep: Deployment) -> bool:
+        if not self._until:  # the usual case: nothing is cooling, so no key to build
+            return False
         until = self._until.get(self.key(dep))
         return until is not None and until > _now()
 
@@ -38,6 +40,8 @@ class Cooldowns:
         self._until[k] = _now() + span
 
     def succeeded(self, dep: Deployment) -> None:
+        if not self._fails:
+            return
         k = self.key(dep)
         if k in self._fails:
             del self._fails[k]

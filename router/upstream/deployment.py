@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+USER_AGENT = "Triage"
 
 
 @dataclass(eq=False)
@@ -28,7 +32,8 @@ class Deployment:
     drop_params: bool = True           # litellm path: drop params the provider lacks (litellm_settings.drop_params)
     # Precomputed once so the hot path only does lookups.
     url: str = field(init=False, repr=False)
-    _headers: dict[str, str] = field(init=False, repr=False)
+    _url: URL = field(init=False, repr=False)
+    _headers: CIMultiDict[str] = field(init=False, repr=False)
     _timeout: aiohttp.ClientTimeout = field(init=False, repr=False)
     _stream_timeout: aiohttp.ClientTimeout = field(init=False, repr=False)
 
@@ -39,7 +44,11 @@ class Deployment:
         idle = float(self.stream_idle_timeout or timeout)
         base = (self.api_base or ("https://api.openai.com/v1" if self.provider == "openai" else "")).rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        h = {"content-type": "application/json", "accept": "application/json"}
+        self._url = URL(self.url)  # parsed once, not by aiohttp on every request
+        # Built once in the shape aiohttp keeps (so it is not converted per request), and complete: with a
+        # user-agent of our own, aiohttp adds its defaults without the per-request skip-header copies.
+        h: CIMultiDict[str] = CIMultiDict({"content-type": "application/json", "accept": "application/json",
+                                           "user-agent": USER_AGENT})
         if self.api_key:
             h["authorization"] = f"Bearer {self.api_key}"
         h.update(self.headers)

@@ -62,7 +62,7 @@ class Upstream:
                                         keepalive_timeout=self._keepalive, enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(
                 connector=conn, json_serialize=lambda o: _dumps(o).decode(),
-                skip_auto_headers=("User-Agent",), auto_decompress=True,
+                auto_decompress=True,
             )
         if any(getattr(d, "provider", None) == "litellm" for d in deployments):
             self._load_litellm()
@@ -104,15 +104,18 @@ class Upstream:
         """Full ``chat.completion`` dict (with ``usage``) or :class:`UpstreamError`."""
         if dep.provider == "litellm":
             return await litellm_complete(self._load_litellm(), dep, body)
-        payload = dict(body)
-        payload["model"] = dep.model
-        if "stream" in payload:
-            payload["stream"] = False
-        # stream_options without stream is a 400 at OpenAI
-        payload.pop("stream_options", None)
+        if "stream" in body or "stream_options" in body or body.get("model") != dep.model:
+            payload = dict(body)
+            payload["model"] = dep.model
+            if "stream" in payload:
+                payload["stream"] = False
+            # stream_options without stream is a 400 at OpenAI
+            payload.pop("stream_options", None)
+        else:
+            payload = body  # already what is sent (the chain's prepare builds it so): no copy
         session = self._session or await self._sess()
         try:
-            async with session.post(dep.url, data=_dumps(payload), headers=dep._headers,
+            async with session.post(dep._url, data=_dumps(payload), headers=dep._headers,
                                     timeout=dep._timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -183,7 +186,7 @@ class Upstream:
         yielded = False
         finished = False
         try:
-            async with session.post(dep.url, data=_dumps(payload), headers=dep._headers,
+            async with session.post(dep._url, data=_dumps(payload), headers=dep._headers,
                                     timeout=dep._stream_timeout) as resp:
                 if resp.status >= 400:
                     raise http_error(dep, resp.status, await resp.read(), resp.headers)

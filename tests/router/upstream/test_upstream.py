@@ -79,6 +79,22 @@ async def test_complete_swaps_model_and_passes_everything_else(up, dep, srv):
     assert rec["api_key_sha256"] == hashlib.sha256(KEY.encode()).hexdigest()[:16]
 
 
+async def test_a_body_already_in_upstream_shape_is_sent_as_is_and_headers_are_complete(up, dep, srv):
+    body = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    before = {**body}
+    r = await up.complete(dep, body)
+    assert r["object"] == "chat.completion"
+    rec = srv.stats()["last"][-1]
+    assert rec["body"] == before and body == before
+    assert rec["headers"]["user-agent"] == "Triage"
+    assert rec["headers"]["content-type"] == "application/json"
+    # a configured user-agent replaces ours (header names are case-insensitive)
+    own = Deployment(name="fast", model="mock-fast", api_base=srv.base_url, api_key=KEY, timeout=2,
+                     headers={"User-Agent": "acme/1"})
+    await up.complete(own, req())
+    assert srv.stats()["last"][-1]["headers"]["user-agent"] == "acme/1"
+
+
 async def test_complete_drops_stream_flags(up, dep, srv):
     await up.complete(dep, req(stream=True, stream_options={"include_usage": True}))
     sent = srv.stats()["last"][-1]["body"]
