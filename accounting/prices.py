@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,11 @@ class PriceBook:
             if len(self._rates) < 10_000:
                 self._rates[k] = r
         return r
+
+    def flat_below(self, name: str) -> float:
+        """The largest prompt still priced at this model's base rates (inf: it has no long-context bands)."""
+        ts = self._thresholds.get(name)
+        return min(ts) if ts else math.inf
 
     def bands(self, name: str, prompt_tokens: int) -> int:
         """How many long-context thresholds of this model a prompt of ``prompt_tokens`` exceeds."""

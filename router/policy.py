@@ -22,6 +22,7 @@ What differs per tier (knobs, ladder, estimate) lives in the tier's module
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from router.config import TriageConfig
@@ -68,7 +69,7 @@ class PolicyTables:
     """Built once per config load (router/runtime.py stores it on the snapshot)."""
 
     __slots__ = ("config", "prices", "rate", "tiers", "th_reasoning", "th_deliberate", "allow_downgrade",
-                 "default_max", "variants", "out_caps")
+                 "default_max", "variants", "out_caps", "limits", "flat_reach")
 
     def __init__(self, config: TriageConfig, prices: Any, reach: int = 0, service_tier: str | None = None):
         self.config = config
@@ -98,12 +99,22 @@ class PolicyTables:
             known = [caps[m] for m in tt.chain if m in caps]
             if known:
                 self.out_caps[name] = min(known)
+        # Per tier: the most answer tokens a request may get when it asks for none (or for more).
+        self.limits: dict[str, int] = {}
+        for name, tt in self.tiers.items():
+            limit = tt.max_tokens or self.default_max
+            cap = self.out_caps.get(name)
+            self.limits[name] = limit if cap is None else min(limit, cap)
+        # Prompts up to this many tokens (quote headroom included) cross no model's long-context band.
+        self.flat_reach = min((prices.flat_below(n) for n in config.model_names), default=math.inf)
 
 
     def variant(self, prompt: int, service_tier: str | None) -> "PolicyTables":
         """These tables at the rates of a long prompt (long-context bands) or a priced service tier; the
         plain tables when neither applies, so ordinary requests pay nothing for this."""
         reach = prompt + cost.QUOTE_HEADROOM
+        if not service_tier and reach <= self.flat_reach:
+            return self
         bands = tuple(self.prices.bands(n, reach) for n in self.config.model_names)
         if not service_tier and not any(bands):
             return self
@@ -220,10 +231,7 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
 
 
 def _answer(tt: TierTable, t: PolicyTables, requested: int | None) -> int:
-    limit = tt.max_tokens or t.default_max
-    cap = t.out_caps.get(tt.name)
-    if cap is not None:
-        limit = min(limit, cap)
+    limit = t.limits[tt.name]
     return min(requested, limit) if requested else limit
 
 
