@@ -107,8 +107,10 @@ def start_proxy(config_path: Path, **_: Any) -> tuple[uvicorn.Server, threading.
 
     port = free_port()
     app = build_app(config_path=str(config_path))
+    # the HTTP protocol `triage serve` runs (shaped parse errors, a response's head and body in one write)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                           access_log=False, timeout_graceful_shutdown=5))
+                                           access_log=False, timeout_graceful_shutdown=5,
+                                           http="router.http.protocol:ShapedHttpToolsProtocol"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 30
