@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 import orjson
@@ -128,12 +129,11 @@ class HoldRenewer:
     def add(self, acct: Any, adm: Admission) -> None:
         if not adm.held_scopes or adm.failed_open:
             return
-        loop = asyncio.get_running_loop()
         every = max(acct.settings.lease_ttl_s / 3.0, 0.05)
-        due = loop.time() + every
+        due = time.monotonic() + every  # not loop.time(): no loop lookup per request (a getpid on 3.11)
         self.live[adm.request_id] = (acct, adm, every, due)
         if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
+            self.task = asyncio.get_running_loop().create_task(self._run())
         elif due < self._wake and self._timer is not None and not self._timer.done():
             self._timer.set_result(None)  # a shorter lease than the one it sleeps for: wake it now
 
@@ -151,7 +151,7 @@ class HoldRenewer:
         loop = asyncio.get_running_loop()
         live = self.live
         while live:
-            now = loop.time()
+            now = time.monotonic()
             due = [(rid, e) for rid, e in live.items() if e[3] <= now]
             for rid, (acct, adm, every, _) in due:
                 live[rid] = (acct, adm, every, now + every)
@@ -164,7 +164,7 @@ class HoldRenewer:
             if live:
                 self._wake = min(e[3] for e in live.values())
                 timer = self._timer = loop.create_future()
-                handle = loop.call_at(self._wake, _wake_up, timer)
+                handle = loop.call_later(max(self._wake - time.monotonic(), 0.0), _wake_up, timer)
                 try:
                     await timer
                 finally:

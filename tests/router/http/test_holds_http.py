@@ -87,3 +87,43 @@ def test_hold_sized_by_the_models_real_output_cap(capped: Proxy) -> None:
     rec = json.loads(r.xrange(rk.ledger("admin"))[-1][1][b"d"])
     est = rec["decision"]["candidates"][0]["estimate_usd"]
     assert est <= 100 * 2e-6 + 1e-3, f"hold {est} sized past what the model can produce"
+
+
+@pytest.fixture()
+def short_lease(tmp_path: Path, redis_url: str, mock_upstream) -> Iterator[Proxy]:
+    cfg = make_config(mock_upstream.base_url, redis_url, accounting={"lease_ttl_s": 0.6})
+    yield from _proxy(tmp_path, redis_url, mock_upstream, cfg)
+
+
+def test_one_renewer_keeps_every_live_hold_and_lets_go_after(short_lease: Proxy) -> None:
+    """Holds of requests admitted at different times are each renewed while their request lives (one
+    renewer task serves them all), and nothing is left to renew once they have settled."""
+    p = short_lease
+    key = p.create_key("renew", budget_usd=5.0, period="total")  # a budget, so there are holds to renew
+    kid = next(k["key_id"] for k in p.admin("GET", "/admin/keys").json()["data"] if k["tenant"] == "renew")
+    p.mock.update_settings(latency_ms=2500)
+    client = p.client(key, timeout=60)
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=client.chat.completions.create, kwargs={
+            "model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": f"slow {i}"}]}))
+        threads[-1].start()
+        time.sleep(0.25)  # staggered, so their renewals fall due at different times
+    r = redis_sync.Redis.from_url(p.redis_url)
+    holds = rk.holds("renew", f"key:{kid}")
+    deadline = time.monotonic() + 20
+    while r.zcard(holds) < 3:
+        assert time.monotonic() < deadline, "the three holds never appeared"
+        time.sleep(0.01)
+    first = dict(r.zrange(holds, 0, -1, withscores=True))
+    renewed: set[bytes] = set()
+    while len(renewed) < 3 and any(t.is_alive() for t in threads):
+        for member, score in r.zrange(holds, 0, -1, withscores=True):
+            if member in first and score > first[member]:
+                renewed.add(member)
+        time.sleep(0.02)
+    assert renewed == set(first), "a live request's hold was not renewed"
+    for t in threads:
+        t.join(30)
+    assert r.zcard(holds) == 0
+    assert p.server.config.app.chat.holds.live == {}
