@@ -28,6 +28,15 @@ def _script(target: dict[str, Any], dirpath: Path) -> Path:
         lines.append('wrk.headers["Content-Type"] = "application/json"')
     for k, v in (target.get("headers") or {}).items():
         lines.append(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}")
+    if target.get("vary") and target.get("body") is not None:
+        # every request's last message ends differently, so nothing keyed on the text (token counts,
+        # caches) is reused: what a stream of distinct prompts costs
+        head, sep, tail = json.dumps(target["body"]).rpartition('"}')
+        if not sep:
+            raise ValueError("vary needs a body whose last message content is a string")
+        lines += ["local n = 0", "request = function()", "  n = n + 1",
+                  f"  return wrk.format(nil, nil, nil, {json.dumps(head)} .. ' #' .. n .. {json.dumps(sep + tail)})",
+                  "end"]
     p = dirpath / "req.lua"
     p.write_text("\n".join(lines) + "\n")
     return p
