@@ -47,6 +47,7 @@ from .settings import lua as _lua
 from .settings import today as _today
 from .settlement import SettlementMixin
 from .spool import RecentSettles, Spool
+from .spool import entry as spool_entry
 
 WORKFLOW_BUDGET_TTL_S = 30 * 86400  # a workflow's cap and spend outlive its last step by a month
 
@@ -85,6 +86,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         self._policies: dict[str, tuple[int, frozenset[str]]] = {}
         self._lease_ms = int(settings.lease_ttl_s * 1000)
         self._admit_shapes: dict[tuple[Any, ...], tuple[list[str], list[str], list[tuple[int, ...]]]] = {}
+        self._settle_shapes = {}
 
     @classmethod
     async def connect(cls, redis_url: str, settings: AccountingSettings | None = None,
@@ -241,12 +243,11 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                              idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
         """Admit; a refusal caused only by holds of requests in flight is retried for up to
         ``hold_wait_s`` (they settle, usually for less than they held) before it is returned."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.hold_wait_s
+        deadline = time.monotonic() + self.settings.hold_wait_s
         pause = 0.02
         while True:
             res, scope_names, ests = await self._admit_policies(principal, request_id, plans, idx, wscope)
-            if int(res[0]) != 0 or int(res[6]) != 1 or loop.time() + pause > deadline:
+            if int(res[0]) != 0 or int(res[6]) != 1 or time.monotonic() + pause > deadline:
                 return res, scope_names, ests
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
@@ -359,14 +360,13 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
     async def settle(self, adm: Admission, record: LedgerRecord) -> bool:
         """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate."""
         keys, args = self._settle_call(adm, record)
-        entry = {"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]}
         try:
             res = await self._call(self._settle, keys, args)
         except AccountingUnavailable:
-            self.spool.append(entry)
+            self.spool.append(spool_entry(keys, args))
             log.warning("ledger write spooled for request %s", record.request_id)
             return False
-        self._recent.add(entry)
+        self._recent.add(keys, args)
         if record.counterfactual_method == "top-tier":
             self._lengths.pop(record.tenant or adm.tenant, None)  # what the counterfactual learns just grew
         self._maybe_replay()

@@ -24,6 +24,7 @@ class SettlementMixin:
 
     settings: AccountingSettings
     prices: PriceBook
+    _settle_shapes: dict[tuple[Any, ...], tuple[str, list[str], int, str]]
 
     def _cost(self, adm: Admission, record: LedgerRecord) -> tuple[int, int]:
         """(cost, counterfactual) in integer nano-USD; every call's own cost is fixed to whole nano-USD
@@ -104,28 +105,49 @@ class SettlementMixin:
                 learn_ct += c.completion_tokens
                 learn_pt += c.prompt_tokens
         learn_cp = (record.client_prompt_tokens or 0) if learn else 0
-        keys = [rk.done(tenant, rid), rk.ledger(tenant), rk.request(tenant, rid), rk.rollup(tenant, day),
-                rk.top_lengths(tenant), *rk.spend_holds(adm.tenant, adm.held_scopes)]
-        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
-        # that model (a fallback hop to another model counts against that model's budget).
-        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
-        charge = [k_scope, t_scope, rk.scope_tier(k_scope, tier), rk.scope_tier(t_scope, tier)]
-        amounts = [cost] * 4
         home = adm.model or model
         per_model[home] = per_model.get(home, 0) + cost - sum(per_model.values())  # overrides, unpriced
-        for m, amt in per_model.items():
+        # A key's requests settle in the same few shapes: their key names, scope layout and rollup strings
+        # are derived once per shape (and day), not per request.
+        shape_key = (tenant, kid, tier, model, bucket, record.workflow, day, adm.tenant, tuple(adm.held_scopes),
+                     adm.workflow_scope, *per_model)
+        shape = self._settle_shapes.get(shape_key)
+        if shape is None:
+            shape = self._settle_shape(adm, tenant, kid, tier, model, bucket, record.workflow, day, month,
+                                       list(per_model))
+            if len(self._settle_shapes) > 10_000:
+                self._settle_shapes.clear()
+            self._settle_shapes[shape_key] = shape
+        ledger, tail, n_charge, strs = shape
+        # Tier, key and tenant scopes are charged the whole cost; model scopes the cost of calls to
+        # that model (a fallback hop to another model counts against that model's budget).
+        whole = str(cost)
+        amounts = [whole, whole, whole, whole]
+        for amt in per_model.values():
+            a = str(amt)
+            amounts += (a, a)
+        if adm.workflow_scope:
+            amounts.append(whole)
+        cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
+        nums = f"{adm.reserved_nusd} {whole} {cf} {pt} {cached} {ct} {rt} {len(adm.held_scopes)} {n_charge} " \
+               f"{s.idempotency_days * 86400} {s.ledger_retention_days * 86400 + 86400} {cf_est} {billed} " \
+               f"{learn_calls} {learn_ct} {learn_pt} {learn_cp}"
+        keys = [rk.done(tenant, rid), ledger, rk.request(tenant, rid), *tail]
+        args = [rid, f"{adm.request_id}|{adm.reserved_nusd}", record.to_json(), trim_kind, trim_arg, nums, strs,
+                " ".join(amounts)]
+        return keys, args
+
+    def _settle_shape(self, adm: Admission, tenant: str, kid: str, tier: str, model: str, bucket: str,
+                      workflow: str, day: str, month: str, models: list[str]) -> tuple[str, list[str], int, str]:
+        """(ledger key, the keys after the request's own, how many scopes are charged, the strings argument)."""
+        k_scope, t_scope = rk.scope_key(kid), rk.scope_tenant(tenant)
+        charge = [k_scope, t_scope, rk.scope_tier(k_scope, tier), rk.scope_tier(t_scope, tier)]
+        for m in models:
             charge += (rk.scope_model(k_scope, m), rk.scope_model(t_scope, m))
-            amounts += (amt, amt)
         if adm.workflow_scope:
             charge.append(adm.workflow_scope)
-            amounts.append(cost)
-        keys += rk.spends(tenant, charge)
-        cf_est = 1 if (record.counterfactual_method or "").startswith("top-tier-plan") else 0
-        nums = (adm.reserved_nusd, cost, cf, pt, cached, ct, rt, len(adm.held_scopes), len(charge),
-                s.idempotency_days * 86400, s.ledger_retention_days * 86400 + 86400, cf_est, billed,
-                learn_calls, learn_ct, learn_pt, learn_cp)
-        pre = self.rollup_prefix(kid, tier, model, bucket, record.workflow)
-        strs = (day, month, pre, tenant, kid, tier, model, bucket)
-        args = [rid, f"{adm.request_id}|{adm.reserved_nusd}", record.to_json(), trim_kind,
-                trim_arg, " ".join(map(str, nums)), "\x1f".join(strs), " ".join(map(str, amounts))]
-        return keys, args
+        tail = [rk.rollup(tenant, day), rk.top_lengths(tenant), *rk.spend_holds(adm.tenant, adm.held_scopes),
+                *rk.spends(tenant, charge)]
+        pre = self.rollup_prefix(kid, tier, model, bucket, workflow)
+        strs = "\x1f".join((day, month, pre, tenant, kid, tier, model, bucket))
+        return rk.ledger(tenant), tail, len(charge), strs

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -109,30 +111,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def entry(keys: list[str], args: list[Any]) -> dict[str, Any]:
+    """A settle script call as the spool stores it (JSON: the record's bytes as text)."""
+    return {"keys": keys, "args": [a.decode() if isinstance(a, bytes) else a for a in args]}
+
+
 class RecentSettles:
     """Settles acknowledged in the last ``window_s`` seconds, for the replication guard: a master
-    that dies can take its last acknowledged writes with it. ``drain`` hands them to the spool."""
+    that dies can take its last acknowledged writes with it. ``drain`` hands them to the spool.
+
+    Kept as the script call's own keys and args: a spool entry is built only for the few a failure drains."""
 
     def __init__(self, window_s: float):
-        from collections import deque  # noqa: PLC0415
-
         self.window_s = window_s
-        self._q: deque[tuple[float, dict[str, Any]]] = deque()
+        self._q: deque[tuple[float, list[str], list[Any]]] = deque()
 
-    def add(self, entry: dict[str, Any]) -> None:
+    def add(self, keys: list[str], args: list[Any]) -> None:
         if self.window_s <= 0:
             return
-        import time  # noqa: PLC0415
-
-        now = time.monotonic()
-        self._q.append((now, entry))
-        while self._q and self._q[0][0] < now - self.window_s:
-            self._q.popleft()
+        now = monotonic()
+        q = self._q
+        q.append((now, keys, args))
+        cutoff = now - self.window_s
+        while q[0][0] < cutoff:
+            q.popleft()
 
     def drain(self) -> list[dict[str, Any]]:
-        import time  # noqa: PLC0415
-
-        cutoff = time.monotonic() - self.window_s
-        out = [e for t, e in self._q if t >= cutoff]
+        cutoff = monotonic() - self.window_s
+        out = [entry(k, a) for t, k, a in self._q if t >= cutoff]
         self._q.clear()
         return out

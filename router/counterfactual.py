@@ -27,12 +27,14 @@ from accounting.tokens import count_prompt_tokens
 from router.tiers import cost
 
 LEARN_MIN_CALLS = 20
+_UNSET: Any = object()
 
 
 def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], messages: list[Any],
                   complexity: float | None, lengths: dict[str, dict[str, int]], body: dict[str, Any],
-                  spent_nusd: int) -> tuple[int, str]:
-    """(counterfactual nano-USD, method) for one request."""
+                  spent_nusd: int, final: Any = _UNSET) -> tuple[int, str]:
+    """(counterfactual nano-USD, method) for one request. `final`: the last call that answered (ok or
+    cancelled) when the caller already found it."""
     if plan_tier == top_tier:
         return spent_nusd, "top-tier"
     tables = getattr(snap, "policy_tables", None)
@@ -68,7 +70,8 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
         return to_nusd(n / reqs * per_call), "top-tier-plan:learned"
     first = next((c for c in calls if not c.estimated and c.prompt_tokens), None)
     p = first.prompt_tokens if first is not None else count_prompt_tokens(messages)
-    final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
+    if final is _UNSET:
+        final = next((c for c in reversed(calls) if c.status in ("ok", "cancelled")), None)
     # the answer's length, not the thinking that produced it: a reasoning model's 512 thinking tokens
     # are not an answer three plain agents would write (a top tier of native reasoners thinks too)
     thought = final.reasoning_tokens if final is not None else 0

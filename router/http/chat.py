@@ -410,29 +410,40 @@ class _Meta:
 
     def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool) -> LedgerRecord:
         now = time.perf_counter()
-        final = next((c for c in reversed(ctx.calls) if c.status in ("ok", "cancelled")), None)
+        calls = ctx.calls
+        # one walk over the calls: the answering call, whether any was estimated, what they cost
+        final: UpstreamCall | None = None
+        estimated = False
+        spent = 0
+        for c in calls:
+            spent += c.nusd()
+            if c.status == "ok" or c.status == "cancelled":
+                final = c
+            if c.estimated:
+                estimated = True
         d = self.decision
-        cf_nusd, cf_method = top_tier_nusd(self.snap, self.top_tier, self.plan.tier, ctx.calls, self.messages,
-                                           d.complexity, self.lengths, ctx.body, ctx.spent_nusd())
-        prompt = None
-        if self.principal.store_prompts:
-            prompt = last_user_text(self.messages)
+        plan = self.plan
+        cf_nusd, cf_method = top_tier_nusd(self.snap, self.top_tier, plan.tier, calls, self.messages,
+                                           d.complexity, self.lengths, ctx.body, spent, final)
+        decision = {
+            "signals": d.signals, "classifier": self.clf_version, "cap_usd": d.cap_usd, "chosen": plan.tier,
+            "note": plan.note, "knobs": plan.knobs(),
+            "candidates": [{"tier": p.tier, "model": p.models[0], "estimate_usd": p.estimate_usd} for p in d.plans],
+            "rejected": d.rejected, "admitted_index": self.adm.plan_index,
+        }
+        if ctx.outcome:
+            decision["outcome"] = ctx.outcome
+        principal = self.principal
         return LedgerRecord(
-            request_id=ctx.request_id, client_request_id=self.client_rid, key_id=self.principal.key_id, tenant=self.principal.tenant,
-            virtual_model=self.virtual_model, tier=self.plan.tier,
+            request_id=ctx.request_id, client_request_id=self.client_rid, key_id=principal.key_id,
+            tenant=principal.tenant, virtual_model=self.virtual_model, tier=plan.tier,
             # the config name of the model that produced the answer, so reports line up with prices
-            model=final.model if final is not None else self.plan.primary_model,
-            complexity=d.complexity, reason=d.reason, calls=list(ctx.calls), counterfactual_nusd=cf_nusd,
+            model=final.model if final is not None else plan.models[0],
+            complexity=d.complexity, reason=d.reason, calls=list(calls), counterfactual_nusd=cf_nusd,
             counterfactual_method=cf_method, workflow=self.workflow,
             client_prompt_tokens=count_prompt_tokens(self.messages) if cf_method == "top-tier" else None,
             ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
-            estimated=any(c.estimated for c in ctx.calls), status=status, prompt=prompt,
-            decision={
-                "signals": d.signals, "classifier": self.clf_version, "cap_usd": d.cap_usd, "chosen": self.plan.tier,
-                "note": self.plan.note,
-                "knobs": self.plan.knobs(),
-                "candidates": [{"tier": p.tier, "model": p.primary_model, "estimate_usd": p.estimate_usd} for p in d.plans],
-                "rejected": d.rejected, "admitted_index": self.adm.plan_index,
-                **({"outcome": ctx.outcome} if ctx.outcome else {}),
-            },
+            estimated=estimated, status=status,
+            prompt=last_user_text(self.messages) if principal.store_prompts else None,
+            decision=decision,
         )

@@ -51,9 +51,7 @@ def answer_headers(meta: Any, rid: str, nusd: int | None, ctx: Any = None, answe
         "x-triage-tier": plan.tier,
         "x-triage-model": answered or plan.primary_model,
         "x-triage-complexity": f"{d.complexity:.3f}",
-        # the artifact version last and never truncated: it says which model made the call
-        "x-triage-decision": (d.reason + (f"; {plan.note}" if plan.note else ""))[:150]
-        + f"; classifier={meta.clf_version}",
+        "x-triage-decision": _decision_header(d.reason, plan.note, meta.clf_version),
     }
     esc = ctx.outcome.get("escalated") if ctx is not None else None
     if esc is not None:   # cascade: known once the check ran (non-streamed responses)
@@ -72,6 +70,22 @@ def answer_headers(meta: Any, rid: str, nusd: int | None, ctx: Any = None, answe
         h["x-triage-budget-remaining-usd"] = f"{rem:.6f}"
     if adm.soft_warnings:
         h["x-triage-budget-warning"] = "; ".join(adm.soft_warnings)[:200]
+    return h
+
+
+_said: dict[tuple[str, str, str], str] = {}
+
+
+def _decision_header(reason: str, note: str, clf_version: str) -> str:
+    """Requests repeat a few reasons: each header is built once."""
+    k = (reason, note, clf_version)
+    h = _said.get(k)
+    if h is None:
+        # the artifact version last and never truncated: it says which model made the call
+        h = (reason + (f"; {note}" if note else ""))[:150] + f"; classifier={clf_version}"
+        if len(_said) > 4096:
+            _said.clear()
+        _said[k] = h
     return h
 
 
