@@ -116,21 +116,80 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, (list, tuple)):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, Mapping):
-                t = part.get("text")
-                if isinstance(t, str):
-                    out.append(t)
-                elif part.get("type") in ("image_url", "input_image", "image"):
-                    out.append("[image]")
-        return "\n".join(out)
+        return "\n".join(_pieces(content))
     if isinstance(content, Mapping):
         t = content.get("text")
         return t if isinstance(t, str) else ""
     return str(content)
+
+
+def _pieces(content: list[Any] | tuple[Any, ...]) -> list[str]:
+    """The texts content_text() joins with newlines, for a list of parts."""
+    out = []
+    for part in content:
+        if isinstance(part, str):
+            out.append(part)
+        elif type(part) is dict or isinstance(part, Mapping):
+            t = part.get("text")
+            if isinstance(t, str):
+                out.append(t)
+            elif part.get("type") in ("image_url", "input_image", "image"):
+                out.append("[image]")
+    return out
+
+
+def _joined_len(pieces: list[str]) -> int:
+    return sum(map(len, pieces)) + len(pieces) - 1 if pieces else 0
+
+
+def _text_len(content: Any) -> int:
+    """len(content_text(content)), without joining a list of parts."""
+    if isinstance(content, (list, tuple)):
+        return _joined_len(_pieces(content))
+    return len(content_text(content))
+
+
+def _ask(content: Any) -> tuple[str, int] | None:
+    """(truncate(text), len(text)) of a message's text, None when it is blank. A list of parts is not
+    joined whole: a 1M-token prompt sent as parts costs what one of 4,000 characters does."""
+    if not isinstance(content, (list, tuple)):
+        text = content_text(content)
+        return (truncate(text), len(text)) if text and not text.isspace() else None
+    pieces = _pieces(content)
+    if not any(p and not p.isspace() for p in pieces):  # the newlines between them are blank too
+        return None
+    n = _joined_len(pieces)
+    if n <= HEAD_CHARS + TAIL_CHARS:
+        return "\n".join(pieces), n
+    return _edge(pieces, HEAD_CHARS)[:HEAD_CHARS] + "\n" + _edge(pieces[::-1], TAIL_CHARS, True)[-TAIL_CHARS:], n
+
+
+def _edge(pieces: list[str], size: int, backwards: bool = False) -> str:
+    """The newline-join of the fewest leading pieces (trailing, when `backwards` gives them reversed)
+    that is at least `size` long."""
+    acc: list[str] = []
+    n = -1
+    for p in pieces:
+        acc.append(p)
+        n += len(p) + 1
+        if n >= size:
+            break
+    return "\n".join(reversed(acc) if backwards else acc)
+
+
+def _last_ask(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int, Any]:
+    """(truncated text, full length, the message) of what last_user_text() picks."""
+    for msg in reversed(messages):
+        if (type(msg) is dict or isinstance(msg, Mapping)) and msg.get("role") == "user":
+            a = _ask(msg.get("content"))
+            if a is not None:
+                return (*a, msg)
+    for msg in reversed(messages):
+        if type(msg) is dict or isinstance(msg, Mapping):
+            a = _ask(msg.get("content"))
+            if a is not None:
+                return (*a, msg)
+    return "", 0, None
 
 
 def last_user_text(messages: Sequence[Mapping[str, Any]] | str | None) -> str:
@@ -179,7 +238,7 @@ def conversation(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any 
     if messages is None or isinstance(messages, str):
         text = messages or ""
         return Conversation(truncate(text), len(text), 1 if text else 0, 0, 0, bool(tools))
-    ask_full = last_user_text(messages)
+    ask, ask_len, ask_msg = _last_ask(messages)
     user_turns = system_chars = context_chars = 0
     has_tools = bool(tools)
     for msg in messages:
@@ -191,13 +250,16 @@ def conversation(messages: Sequence[Mapping[str, Any]] | str | None, tools: Any 
         if role == "tool" or msg.get("tool_calls") or msg.get("function_call"):
             has_tools = True
         content = msg.get("content")
-        size = len(content) if isinstance(content, str) else len(content_text(content)[:CONTEXT_SCAN_CHARS])
+        if isinstance(content, str):
+            size = len(content)
+        else:
+            size = min(ask_len if msg is ask_msg else _text_len(content), CONTEXT_SCAN_CHARS)
         if role in ("system", "developer"):
             system_chars += size
         else:
             context_chars += size
-    context_chars = max(0, context_chars - len(ask_full))
-    return Conversation(truncate(ask_full), len(ask_full), user_turns, system_chars, context_chars, has_tools)
+    context_chars = max(0, context_chars - ask_len)
+    return Conversation(ask, ask_len, user_turns, system_chars, context_chars, has_tools)
 
 
 def tokens(text: str) -> list[str]:

@@ -80,3 +80,24 @@ def test_a_scorer_needing_other_features_computes_them() -> None:
     mathy = Classifier(art)
     assert mathy.score("sky $x^2$ \\frac{1}{2}") > mathy.score("sky")
     assert 0.0 <= clf.score("sky") <= 1.0
+
+
+def test_a_long_parts_list_is_featurized_as_if_joined() -> None:
+    from classifier.features import CONTEXT_SCAN_CHARS, content_text, last_user_text, truncate
+
+    rng = random.Random(5)
+    text = " ".join(rng.choice(["prove", "the", "queue", "in", "rust", "42", "\n", "é"]) for _ in range(20_000))
+    for k in (1, 7, 999, 1000, 2999, 3001, 4000, 50_000):
+        pieces = [text[i:i + k] for i in range(0, len(text), k)]
+        for tail in ([], [" ", {"type": "text", "text": "\n"}], [{"type": "image_url", "image_url": {"url": "x"}}]):
+            parts = [{"type": "text", "text": p} for p in pieces] + tail
+            msgs = [{"role": "system", "content": parts[:3]}, {"role": "user", "content": parts},
+                    {"role": "assistant", "content": [{"type": "text", "text": "  "}]}]
+            conv = conversation(msgs)
+            full = last_user_text(msgs)
+            assert (conv.ask, conv.ask_len) == (truncate(full), len(full))
+            sys_len = min(len(content_text(parts[:3])), CONTEXT_SCAN_CHARS)
+            assert conv.system_chars == sys_len
+            assert conv.context_chars == max(0, min(len(full), CONTEXT_SCAN_CHARS) + 2 - len(full))
+    blank = [{"role": "user", "content": [" ", {"type": "text", "text": "\n"}]}, {"role": "assistant", "content": "x"}]
+    assert conversation(blank).ask == "x" == last_user_text(blank)
