@@ -85,6 +85,13 @@ class ShapedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not before and cycle is not None:
             cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The whole body is in the cycle's buffer now, so the app's receive() cannot block on it: the app
+        # skips the read deadline it otherwise arms (router/http/app.py). Usually true before the app even
+        # starts, as a small request arrives in one read.
+        self.scope["triage.body_buffered"] = True  # type: ignore[typeddict-unknown-key]
+
 
 class ShapedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
