@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from accounting.tokens import estimate_prompt_tokens
+from router.http.asgi import SSEAnswer
 from router.http.auth import authenticate
 from router.http.chat import ChatHandler, read_json
 from router.http.errors import ProxyError, bad_request
@@ -175,7 +176,7 @@ async def count_tokens(request: Request, chat: ChatHandler) -> Response:
     return Response(orjson.dumps({"input_tokens": n}), media_type="application/json")
 
 
-async def messages(request: Request, chat: ChatHandler) -> Response:
+async def messages(request: Request, chat: ChatHandler) -> Response | SSEAnswer:
     try:
         raw = await read_json(request, chat.state.snapshot.config.server.max_body_bytes)
         body = to_chat(raw)

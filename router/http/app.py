@@ -29,7 +29,7 @@ from router.http import openapi
 from router.http.admin import admin_router
 from router.http.anthropic import count_tokens as anthropic_count_tokens
 from router.http.anthropic import messages as anthropic_messages
-from router.http.asgi import JSONAnswer, hot_headers
+from router.http.asgi import JSONAnswer, SSEAnswer, hot_headers
 from router.http.auth import authenticate, bearer_token, is_master
 from router.http.chat import ChatHandler
 from router.http.completions import completions
@@ -160,8 +160,7 @@ class RequestId:
 
     async def _chat(self, scope: dict[str, Any], receive: Any, send: Any, body: bytes, rid: str,
                     client_rid: str | None) -> None:
-        """Chat straight to its handler; a JSON answer goes out as raw ASGI messages, a stream through
-        Starlette (it listens for the client's disconnect while streaming)."""
+        """Chat straight to its handler; its answer (JSON or a stream) goes out as raw ASGI messages."""
         try:
             resp = await self.chat.serve(scope, body)  # type: ignore[union-attr]
         except ProxyError as e:
@@ -178,12 +177,10 @@ class RequestId:
                 resp.headers["x-client-request-id"] = client_rid
             await resp.send_to(send)
             return
-        extra = [(b"x-request-id", rid.encode())]
+        resp.headers["x-request-id"] = rid
         if client_rid is not None:
-            extra.append((b"x-client-request-id", client_rid.encode()))
-        headers = [h for h in resp.raw_headers if h[0] != b"x-request-id" and h[0] != b"x-client-request-id"]
-        resp.raw_headers = headers + extra
-        await resp(scope, receive, send)
+            resp.headers["x-client-request-id"] = client_rid
+        await resp.send_to(send, receive)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -239,13 +236,13 @@ def build_app(*, config: TriageConfig | None = None, config_path: str | None = N
     async def embeddings_route(request: Request) -> Response:
         return await embeddings(request, chat)
 
-    async def completions_route(request: Request) -> Response:
+    async def completions_route(request: Request) -> Response | SSEAnswer:
         return await completions(request, chat)
 
-    async def responses_route(request: Request) -> Response:
+    async def responses_route(request: Request) -> Response | SSEAnswer:
         return await responses(request, chat)
 
-    async def messages_route(request: Request) -> Response:
+    async def messages_route(request: Request) -> Response | SSEAnswer:
         return await anthropic_messages(request, chat)
 
     async def count_tokens_route(request: Request) -> Response:

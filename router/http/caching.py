@@ -15,10 +15,9 @@ import time
 from typing import Any, AsyncIterator
 
 import orjson
-from starlette.responses import StreamingResponse
 
 from accounting import Admission, LedgerRecord, Principal
-from router.http.asgi import JSONAnswer
+from router.http.asgi import JSONAnswer, SSEAnswer
 from router.http.metering import cost_comment, cost_headers, usage_cost
 from router.http.sse import DONE_EVENT, encode
 
@@ -99,11 +98,11 @@ def _fresh(cached: dict[str, Any], rid: str) -> dict[str, Any]:
 
 
 def respond(cached: dict[str, Any], rid: str, stream: bool, include_usage: bool,
-            headers: dict[str, str]) -> JSONAnswer | StreamingResponse:
+            headers: dict[str, str]) -> JSONAnswer | SSEAnswer:
     resp = _fresh(cached, rid)
     if not stream:
         return JSONAnswer(orjson.dumps(resp), headers)
-    return StreamingResponse(_as_stream(resp, include_usage, rid), media_type="text/event-stream", headers=headers)
+    return SSEAnswer(_as_stream(resp, include_usage, rid), headers)
 
 
 async def _as_stream(resp: dict[str, Any], include_usage: bool, rid: str) -> AsyncIterator[bytes]:
@@ -174,7 +173,7 @@ async def release(st: Any, tenant: str, ck: str, rid: str) -> None:
 
 
 async def serve_hit(st: Any, client_rid: str | None, cached: dict[str, Any], principal: Principal, req: Any,
-                    rid: str, wf: Any, messages: list[Any], t0: float) -> JSONAnswer | StreamingResponse:
+                    rid: str, wf: Any, messages: list[Any], t0: float) -> JSONAnswer | SSEAnswer:
     """A cache hit: no upstream call, cost 0, booked in the ledger with the saving it made."""
     from router.workflow import observe_workflow  # noqa: PLC0415 - workflow imports this module's layer
 

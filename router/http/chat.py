@@ -15,7 +15,6 @@ from typing import Any, AsyncGenerator, AsyncIterator
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
 from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
 from accounting.models import AccountingUnavailable, Usage
@@ -25,7 +24,7 @@ from router import policy, shadow
 from router.config import VIRTUAL_MODELS
 from router.counterfactual import top_tier_nusd
 from router.http import caching
-from router.http.asgi import JSONAnswer, scope_headers
+from router.http.asgi import JSONAnswer, SSEAnswer, scope_headers
 from router.http.auth import authenticate_headers
 from router.http.errors import (
     ProxyError,
@@ -81,7 +80,7 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, 
         await rest.aclose()  # type: ignore[attr-defined]
 
 
-Answer = JSONAnswer | StreamingResponse
+Answer = JSONAnswer | SSEAnswer
 
 
 class ChatHandler:
@@ -254,7 +253,7 @@ class ChatHandler:
             h = meta.headers(rid, None)
             if adm.workflow_scope and wcap:
                 h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
-            return StreamingResponse(gen, media_type="text/event-stream", headers=h)
+            return SSEAnswer(gen, h)
 
         try:
             resp = await executor.complete(plan, ctx)

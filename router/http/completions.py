@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.http.asgi import SSEAnswer
 from router.http.chat import ChatHandler, read_json
 from router.http.errors import ProxyError, bad_request
 from router.http.sse import DONE_EVENT, encode
@@ -53,7 +54,7 @@ def _choice(ch: dict[str, Any], text: str) -> dict[str, Any]:
     return {"text": text, "index": ch.get("index", 0), "logprobs": None, "finish_reason": ch.get("finish_reason")}
 
 
-async def completions(request: Request, chat: ChatHandler) -> Response:
+async def completions(request: Request, chat: ChatHandler) -> Response | SSEAnswer:
     raw = await read_json(request, chat.state.snapshot.config.server.max_body_bytes)
     body = to_chat(raw)
     resp = await chat(request, body)

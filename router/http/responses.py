@@ -17,6 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.http.asgi import SSEAnswer
 from router.http.chat import ChatHandler, read_json
 from router.http.errors import ProxyError, bad_request
 from router.http.sse import encode_event
@@ -164,7 +165,7 @@ def _call_item(i: int, rid: str, call: dict[str, Any], status: str = "completed"
             "name": fn.get("name"), "arguments": fn.get("arguments") or "", "status": status}
 
 
-async def responses(request: Request, chat: ChatHandler) -> Response:
+async def responses(request: Request, chat: ChatHandler) -> Response | SSEAnswer:
     raw = await read_json(request, chat.state.snapshot.config.server.max_body_bytes)
     body = to_chat(raw)
     resp = await chat(request, body)

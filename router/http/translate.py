@@ -11,27 +11,27 @@ from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
-from router.http.asgi import JSONAnswer
+from router.http.asgi import JSONAnswer, SSEAnswer
 from router.http.sse import DONE, SSEDecoder
 
 KEEPALIVE = "keep-alive"
 
 
-def chat_json(resp: JSONAnswer | Response) -> dict[str, Any]:
+def chat_json(resp: JSONAnswer | SSEAnswer) -> dict[str, Any]:
+    assert isinstance(resp, JSONAnswer), "chat streamed an answer nobody asked to stream"
     return orjson.loads(resp.body)
 
 
-def triage_headers(resp: JSONAnswer | Response) -> dict[str, str]:
+def triage_headers(resp: JSONAnswer | SSEAnswer) -> dict[str, str]:
     """The x-triage-* / x-request-id headers the chat response carried."""
     return {k: v for k, v in resp.headers.items() if k.startswith("x-")}
 
 
-async def chat_chunks(resp: JSONAnswer | StreamingResponse) -> AsyncIterator[dict[str, Any] | str]:
+async def chat_chunks(resp: JSONAnswer | SSEAnswer) -> AsyncIterator[dict[str, Any] | str]:
     """The chat stream's chunk dicts (an in-band failure arrives as {"error": ...}); keep-alive comments
     as KEEPALIVE. Closing this closes the chat stream, which settles what was spent."""
-    assert isinstance(resp, StreamingResponse), "chat answered a stream request with JSON"
+    assert isinstance(resp, SSEAnswer), "chat answered a stream request with JSON"
     dec = SSEDecoder()
     async with aclosing(resp.body_iterator) as it:  # type: ignore[type-var]
         async for b in it:
@@ -45,8 +45,8 @@ async def chat_chunks(resp: JSONAnswer | StreamingResponse) -> AsyncIterator[dic
                 yield orjson.loads(data)
 
 
-def sse(gen: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(gen, media_type="text/event-stream", headers=headers)
+def sse(gen: AsyncIterator[bytes], headers: dict[str, str]) -> SSEAnswer:
+    return SSEAnswer(gen, headers)
 
 
 def copy_fields(src: dict[str, Any], dst: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 
+import redis as redis_sync
+
+from accounting import redis_keys as rk
 from tests.router.conftest import Proxy
 
 GATEWAY_ID = re.compile(r"^req_[0-9a-f]{24}$")
@@ -137,3 +141,24 @@ def test_a_stream_is_chunked_to_its_end(proxy: Proxy) -> None:
         assert w.response()[0] == 200
     finally:
         w.close()
+
+
+def test_a_client_that_leaves_mid_stream_stops_it_and_pays_for_what_it_got(proxy: Proxy) -> None:
+    key = proxy.create_key("wireleave")
+    proxy.mock.update_settings(completion_tokens=200, itl_ms=50)  # ten seconds if streamed to the end
+    w = Wire(proxy.root_url)
+    try:
+        w.send(b"".join(_chat(key, "a long story", stream=True)))
+        while b'"content":"' not in w.buf.replace(b'"content":""', b""):
+            w._fill()  # the answer has started
+    finally:
+        w.close()
+    r = redis_sync.Redis.from_url(proxy.redis_url)
+    deadline = time.monotonic() + 30
+    while not r.xlen(rk.ledger("wireleave")):
+        assert time.monotonic() < deadline, "the cut stream was never settled"
+        time.sleep(0.05)
+    (_, fields), = r.xrange(rk.ledger("wireleave"))
+    rec = json.loads(fields[b"d"])
+    assert rec["status"] == "cancelled" and rec["partial"], rec  # not streamed on to the end for nobody
+    assert 0 < sum(c["completion_tokens"] for c in rec["calls"]) < 200
