@@ -22,6 +22,7 @@ What differs per tier (knobs, ladder, estimate) lives in the tier's module
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -69,7 +70,7 @@ class PolicyTables:
     """Built once per config load (router/runtime.py stores it on the snapshot)."""
 
     __slots__ = ("config", "prices", "rate", "tiers", "th_reasoning", "th_deliberate", "allow_downgrade",
-                 "default_max", "variants", "out_caps", "limits", "flat_reach")
+                 "default_max", "variants", "out_caps", "limits", "flat_reach", "lower")
 
     def __init__(self, config: TriageConfig, prices: Any, reach: int = 0, service_tier: str | None = None):
         self.config = config
@@ -105,6 +106,10 @@ class PolicyTables:
             limit = tt.max_tokens or self.default_max
             cap = self.out_caps.get(name)
             self.limits[name] = limit if cap is None else min(limit, cap)
+        # Per tier: the tiers below it, best first (where a decision may step down to).
+        self.lower: dict[str, list[TierTable]] = {
+            name: sorted((x for x in self.tiers.values() if x.quality < tt.quality), key=lambda x: -x.quality)
+            for name, tt in self.tiers.items()}
         # Prompts up to this many tokens (quote headroom included) cross no model's long-context band.
         self.flat_reach = min((prices.flat_below(n) for n in config.model_names), default=math.inf)
 
@@ -186,7 +191,7 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
         target = chosen.quality
         scope = [chosen]
         if t.allow_downgrade:
-            scope += sorted((x for x in tiers.values() if x.quality < chosen.quality), key=lambda x: -x.quality)
+            scope += t.lower[chosen.name]
         reason = f"session pin -> {pinned_tier}"
     else:
         want = LEVELS[wanted_rank(t, c, classification.tier)]
@@ -196,7 +201,7 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
             a = _answer(tt, t, requested)
             est = tt.choice_estimate(p, a, client_effort)
             if tt.quality + 1e-9 < target:
-                rejected.append({"tier": tt.name, "estimate_usd": est, "why": f"quality {tt.quality:.2f} < target {target:.2f}"})
+                rejected.append({"tier": tt.name, "estimate_usd": est, "why": _below_target(tt.quality, target)})
                 continue
             if best is None or est < best[0]:
                 if best is not None:
@@ -211,10 +216,8 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
         chosen = best[1]
         scope = [chosen]
         if t.allow_downgrade:
-            lower = [x for x in tiers.values() if x.quality < chosen.quality]
-            lower.sort(key=lambda x: -x.quality)
-            scope += lower
-        reason = f"cx={c:.2f} target q>={target:.2f} -> {chosen.name}"
+            scope += t.lower[chosen.name]
+        reason = f"cx={c:.2f} " + _aiming(target, chosen.name)
 
     plans: list[Plan] = []
     for tt in scope:
@@ -228,6 +231,17 @@ def decide(req: RequestKnobs, raw_body: dict[str, Any], classification: Verdict,
         reason += f", stepped down to {plans[0].tier} (cap)"
     return Decision(plans=plans, complexity=c, signals=signals, reason=reason, rejected=rejected, cap_usd=cap_usd,
                     preferred=chosen.name, target_quality=target)
+
+
+# A handful of distinct values per config: formatted once, not per request.
+@functools.lru_cache(maxsize=256)
+def _below_target(quality: float, target: float) -> str:
+    return f"quality {quality:.2f} < target {target:.2f}"
+
+
+@functools.lru_cache(maxsize=256)
+def _aiming(target: float, tier: str) -> str:
+    return f"target q>={target:.2f} -> {tier}"
 
 
 def _answer(tt: TierTable, t: PolicyTables, requested: int | None) -> int:
