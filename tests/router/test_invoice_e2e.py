@@ -241,6 +241,9 @@ def test_cut_stream_billed_on_counted_prompt_plus_forwarded(inv: Proxy) -> None:
         text = r.read().decode()
     forwarded = "".join(json.loads(x[6:])["choices"][0]["delta"].get("content") or ""
                         for x in text.splitlines() if x.startswith("data: {") and '"choices":[{' in x)
+    deadline = time.monotonic() + 30  # a cut stream settles in a task of its own, after the response
+    while not _ledger(inv, "cut") and time.monotonic() < deadline:
+        time.sleep(0.05)
     call = _ledger(inv, "cut")[0]["calls"][0]
     assert call["estimated"] and call["status"] != "ok"
     assert call["prompt_tokens"] == count_prompt_tokens(msgs) < estimate_prompt_tokens(msgs)
