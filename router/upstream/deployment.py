@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
+
+from router.upstream.http1 import Target
 
 USER_AGENT = "Triage"
 
@@ -32,10 +32,12 @@ class Deployment:
     drop_params: bool = True           # litellm path: drop params the provider lacks (litellm_settings.drop_params)
     # Precomputed once so the hot path only does lookups.
     url: str = field(init=False, repr=False)
-    _url: URL = field(init=False, repr=False)
     _headers: CIMultiDict[str] = field(init=False, repr=False)
-    _timeout: aiohttp.ClientTimeout = field(init=False, repr=False)
-    _stream_timeout: aiohttp.ClientTimeout = field(init=False, repr=False)
+    _target: Target | None = field(init=False, repr=False)        # chat completions; None: unusable URL
+    _embed_target: Target | None = field(init=False, repr=False)
+    _total: float = field(init=False, repr=False)
+    _connect: float = field(init=False, repr=False)
+    _idle: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.provider not in ("openai", "litellm"):
@@ -44,20 +46,26 @@ class Deployment:
         idle = float(self.stream_idle_timeout or timeout)
         base = (self.api_base or ("https://api.openai.com/v1" if self.provider == "openai" else "")).rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        self._url = URL(self.url)  # parsed once, not by aiohttp on every request
-        # Built once in the shape aiohttp keeps (so it is not converted per request), and complete: with a
-        # user-agent of our own, aiohttp adds its defaults without the per-request skip-header copies.
+        # Complete and case-insensitive: a configured header replaces ours of the same name.
         h: CIMultiDict[str] = CIMultiDict({"content-type": "application/json", "accept": "application/json",
                                            "user-agent": USER_AGENT})
         if self.api_key:
             h["authorization"] = f"Bearer {self.api_key}"
         h.update(self.headers)
         self._headers = h
-        connect = min(timeout, 10.0)
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
-        # A stream may legitimately run for long; what must not happen is silence.
-        # sock_read also bounds the wait for response headers (time to first byte).
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=idle)
+        # The request heads are built once here, so a request only appends its length and body.
+        self._target = self._embed_target = None
+        if self.provider == "openai":
+            try:
+                self._target = Target(self.url, h)
+                self._embed_target = Target(base + "/embeddings", h)
+            except ValueError:
+                pass  # reported as a connect error on use, as before
+        # A call has `timeout` in all; a stream may legitimately run for long, what must not happen is
+        # silence: `idle` between reads, which also bounds the wait for the response head.
+        self._total = timeout
+        self._connect = min(timeout, 10.0)
+        self._idle = idle
 
     def scrub(self, text: str) -> str:
         # very short keys are test placeholders; replacing them would mangle ordinary words

@@ -1,8 +1,8 @@
 """The upstream client every tier uses to reach a provider.
 
 OpenAI-compatible endpoints (OpenAI, vLLM, SGLang, Ollama, Together, Groq,
-DeepSeek, OpenRouter, the mock, ...) go over ONE pooled aiohttp session; the
-request body is the caller's body with only ``model`` swapped for the
+DeepSeek, OpenRouter, the mock, ...) go over ONE keep-alive pool of the lean
+HTTP/1.1 client in ``http1``; the request body is the caller's body with only ``model`` swapped for the
 deployment's provider id, so tools/response_format/seed/user/metadata pass
 through untouched. Other providers (anthropic, bedrock, vertex, gemini, ...)
 go through ``litellm.acompletion``, imported once on first use, and their
@@ -21,23 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from contextlib import aclosing
 from typing import Any, AsyncGenerator
 
-import aiohttp
 import orjson
 
 from router.http.sse import DONE, SSEDecoder
 from router.upstream.deployment import Deployment
-from router.upstream.errors import (
-    UpstreamError,
-    _err,
-    classify_status,
-    consumed_transport_error,
-    http_error,
-    transport_error,
-)
+from router.upstream.errors import UpstreamError, _err, classify_status, http_error, transport_error
+from router.upstream.http1 import ConnectError, ConnectTimeout, Disconnected, Malformed, Pool, Target
 from router.upstream.litellm_adapter import litellm_complete, litellm_embed, litellm_stream
 
 log = logging.getLogger("triage.upstream")
@@ -45,32 +39,55 @@ log = logging.getLogger("triage.upstream")
 _loads = orjson.loads
 _dumps = orjson.dumps
 _JSONDecodeError = orjson.JSONDecodeError
-class Upstream:
-    """Owns the pooled HTTP session; ``start()`` once, ``close()`` at shutdown."""
+def _failed(dep: Deployment, e: BaseException, partial: bool, sent_counts: bool = False) -> UpstreamError:
+    """The UpstreamError aiohttp's equivalent failure mapped to. ``sent_counts``: a non-stream call whose
+    request went out, so a timeout after sending or a cut body was (likely) billed by the provider."""
+    if isinstance(e, ConnectError):
+        err = _err("connect", f"{dep.name}: cannot connect to {e.host}:{e.port} "
+                   f"({e.os_error.strerror or e.os_error})", partial=partial)
+    elif isinstance(e, Disconnected):
+        err = _err("disconnect", f"{dep.name}: upstream closed the connection mid-response", partial=partial)
+    elif isinstance(e, Malformed):
+        err = _err("bad_response", f"{dep.name}: malformed HTTP response ({e})", partial=partial)
+    elif isinstance(e, OSError) and not isinstance(e, TimeoutError):
+        err = _err("disconnect" if partial else "connect", f"{dep.name}: connection error ({type(e).__name__})",
+                   partial=partial)
+    else:
+        err = transport_error(dep, e, partial)
+    if sent_counts and (err.kind == "disconnect" or (err.kind == "timeout" and not isinstance(e, ConnectTimeout))):
+        err.consumed = {"raw": ""}
+    return err
 
-    def __init__(self, *, limit: int = 4096, keepalive_timeout: float = 30.0, ttl_dns_cache: int = 300):
+
+def _target(dep: Deployment, t: Target | None) -> Target:
+    if t is None:
+        raise _err("connect", f"{dep.name}: unusable api_base {dep.api_base!r}")
+    return t
+
+
+class Upstream:
+    """Owns the keep-alive pool; ``start()`` once, ``close()`` at shutdown."""
+
+    def __init__(self, *, limit: int = 4096, keepalive_timeout: float = 30.0, ttl_dns_cache: int = 300,
+                 ssl_context: ssl.SSLContext | None = None):
+        # ttl_dns_cache: kept for callers; addresses are resolved per new connection, and connections are kept
         self._limit = limit
         self._keepalive = keepalive_timeout
-        self._ttl_dns = ttl_dns_cache
-        self._session: aiohttp.ClientSession | None = None
+        self._ssl = ssl_context  # None: the system's trust store (ssl.create_default_context())
+        self._pool: Pool | None = None
         self._litellm: Any = None
 
     async def start(self, deployments: Any = ()) -> None:
-        """Create the session; pre-import litellm if any given deployment needs it."""
-        if self._session is None or self._session.closed:
-            conn = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=self._ttl_dns,
-                                        keepalive_timeout=self._keepalive, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                connector=conn, json_serialize=lambda o: _dumps(o).decode(),
-                auto_decompress=True,
-            )
+        """Create the pool; pre-import litellm if any given deployment needs it."""
+        if self._pool is None or self._pool.closed:
+            self._pool = Pool(self._limit, self._keepalive, self._ssl)
         if any(getattr(d, "provider", None) == "litellm" for d in deployments):
             self._load_litellm()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def __aenter__(self) -> Upstream:
         await self.start()
@@ -91,12 +108,10 @@ class Upstream:
             log.info("litellm imported in %.1fs", time.perf_counter() - t0)
         return self._litellm
 
-    async def _sess(self) -> aiohttp.ClientSession:
-        s = self._session
-        if s is None:
+    async def _get_pool(self) -> Pool:
+        if self._pool is None:
             await self.start()
-            s = self._session
-        return s  # type: ignore[return-value]
+        return self._pool  # type: ignore[return-value]
 
     # ------------------------------------------------------------ non-stream
 
@@ -113,17 +128,15 @@ class Upstream:
             payload.pop("stream_options", None)
         else:
             payload = body  # already what is sent (the chain's prepare builds it so): no copy
-        session = self._session or await self._sess()
+        pool = self._pool or await self._get_pool()
+        target = dep._target or _target(dep, None)
         try:
-            async with session.post(dep._url, data=_dumps(payload), headers=dep._headers,
-                                    timeout=dep._timeout) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise http_error(dep, resp.status, raw, resp.headers)
-        except UpstreamError:
-            raise
+            resp = await pool.post(target, _dumps(payload), dep._total, dep._connect)
         except Exception as e:
-            raise consumed_transport_error(dep, e) from None
+            raise _failed(dep, e, False, True) from None
+        raw = resp.body
+        if resp.status >= 400:
+            raise http_error(dep, resp.status, raw, resp.header_map())
         try:
             data = _loads(raw)
         except _JSONDecodeError:
@@ -145,17 +158,15 @@ class Upstream:
             return await litellm_embed(self._load_litellm(), dep, body)
         payload = dict(body)
         payload["model"] = dep.model
-        session = self._session or await self._sess()
-        url = (dep.api_base or "").rstrip("/") + "/embeddings"
+        pool = self._pool or await self._get_pool()
+        target = dep._embed_target or _target(dep, None)
         try:
-            async with session.post(url, data=_dumps(payload), headers=dep._headers, timeout=dep._timeout) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise http_error(dep, resp.status, raw, resp.headers)
-        except UpstreamError:
-            raise
+            resp = await pool.post(target, _dumps(payload), dep._total, dep._connect)
         except Exception as e:
-            raise transport_error(dep, e, False) from None
+            raise _failed(dep, e, False) from None
+        raw = resp.body
+        if resp.status >= 400:
+            raise http_error(dep, resp.status, raw, resp.header_map())
         try:
             data = _loads(raw)
         except _JSONDecodeError:
@@ -182,43 +193,48 @@ class Upstream:
         payload["stream"] = True
         so = payload.get("stream_options")
         payload["stream_options"] = {**so, "include_usage": True} if isinstance(so, dict) else {"include_usage": True}
-        session = self._session or await self._sess()
+        pool = self._pool or await self._get_pool()
+        target = dep._target or _target(dep, None)
         yielded = False
         finished = False
+        resp = None
         try:
-            async with session.post(dep._url, data=_dumps(payload), headers=dep._headers,
-                                    timeout=dep._stream_timeout) as resp:
-                if resp.status >= 400:
-                    raise http_error(dep, resp.status, await resp.read(), resp.headers)
-                if resp.content_type == "application/json":
-                    # server ignored stream=true: replay the whole answer as chunks
-                    for c in completion_as_chunks(dep, await resp.read()):
-                        yield c
-                    return
-                dec = SSEDecoder()
-                feed = dec.feed
-                async for raw in resp.content.iter_any():
-                    for data in feed(raw):
-                        if data == DONE:
-                            return
-                        chunk = parse_chunk(dep, data, yielded)
-                        if not finished:
-                            for ch in chunk.get("choices") or ():
-                                if ch.get("finish_reason"):
-                                    finished = True
-                        yield chunk
-                        yielded = True
-                for data in dec.flush():
+            resp = await pool.open(target, _dumps(payload), dep._connect, dep._idle)
+            if resp.status >= 400:
+                raise http_error(dep, resp.status, await resp.read_all(), resp.header_map())
+            if (resp.header("content-type") or "").split(";")[0].strip().lower() == "application/json":
+                # server ignored stream=true: replay the whole answer as chunks
+                for c in completion_as_chunks(dep, await resp.read_all()):
+                    yield c
+                return
+            dec = SSEDecoder()
+            feed = dec.feed
+            read = resp.read
+            while raw := await read():
+                for data in feed(raw):
                     if data == DONE:
                         return
-                    yield parse_chunk(dep, data, yielded)
+                    chunk = parse_chunk(dep, data, yielded)
+                    if not finished:
+                        for ch in chunk.get("choices") or ():
+                            if ch.get("finish_reason"):
+                                finished = True
+                    yield chunk
                     yielded = True
+            for data in dec.flush():
+                if data == DONE:
+                    return
+                yield parse_chunk(dep, data, yielded)
+                yielded = True
         except UpstreamError:
             raise
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as e:
-            raise transport_error(dep, e, yielded) from None
+            raise _failed(dep, e, yielded) from None
+        finally:
+            if resp is not None:
+                resp.release()
         if not finished:
             raise _err("disconnect", f"{dep.name}: stream ended before completion", partial=yielded)
 
