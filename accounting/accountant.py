@@ -245,24 +245,22 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         ``hold_wait_s`` (they settle, usually for less than they held) before it is returned."""
         deadline = time.monotonic() + self.settings.hold_wait_s
         pause = 0.02
+        t = principal.tenant
         while True:
-            res, scope_names, ests = await self._admit_policies(principal, request_id, plans, idx, wscope)
+            if t not in self._policies:
+                await self._refresh_policies(t)
+            keys, args, scope_names, ests = self._admit_call(principal, request_id, plans, idx, wscope)
+            res = await self._call(self._admit, keys, args)
+            if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
+                await self._refresh_policies(t)
+                keys, args, scope_names, ests = self._admit_call(principal, request_id, plans, idx, wscope)
+                res = await self._call(self._admit, keys, args)
+                if int(res[0]) == -1:
+                    raise AccountingUnavailable("budget policies changing too fast to admit")
             if int(res[0]) != 0 or int(res[6]) != 1 or time.monotonic() + pause > deadline:
                 return res, scope_names, ests
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
-
-    async def _admit_policies(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                              idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
-        if principal.tenant not in self._policies:
-            await self._refresh_policies(principal.tenant)
-        res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx, wscope)
-        if int(res[0]) == -1:  # policies changed since we cached them: refresh and retry once
-            await self._refresh_policies(principal.tenant)
-            res, scope_names, ests = await self._admit_once(principal, request_id, plans, idx, wscope)
-            if int(res[0]) == -1:
-                raise AccountingUnavailable("budget policies changing too fast to admit")
-        return res, scope_names, ests
 
     async def _refresh_policies(self, tenant: str) -> None:
         seen = self._policies.get(tenant)
@@ -301,9 +299,10 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         v = await self.redis.hmget(rk.spend(tenant, rk.scope_workflow(workflow_id)), "t", "reserved")
         return int(v[0] or 0), int(v[1] or 0)
 
-    async def _admit_once(self, principal: Principal, request_id: str, plans: list[PlanEstimate],
-                          idx: list[int], wscope: str | None = None) -> tuple[Any, list[str], list[int]]:
-        """One EVALSHA over only the scopes that have a policy (per the cached, version-checked index)."""
+    def _admit_call(self, principal: Principal, request_id: str, plans: list[PlanEstimate], idx: list[int],
+                    wscope: str | None) -> tuple[list[str], list[Any], list[str], list[int]]:
+        """admit.lua's keys and args, over only the scopes that have a policy (per the cached, version-checked
+        index), the scopes they name, and each admissible plan's estimate in nano-USD."""
         day, month = _today()
         t = principal.tenant
         ver, have = self._policies.get(t, (-1, frozenset()))
@@ -322,7 +321,7 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
         for est, m in zip(ests, members):
             args.append(est)
             args += m
-        return await self._call(self._admit, keys, args), scope_names, ests
+        return keys, args, scope_names, ests
 
     @staticmethod
     def _admit_shape(t: str, key_id: str, plans: list[PlanEstimate], have: frozenset[str],

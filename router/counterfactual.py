@@ -29,6 +29,28 @@ from router.tiers import cost
 LEARN_MIN_CALLS = 20
 _UNSET: Any = object()
 
+_TopPlan = tuple[list[str], int, str | None, bool, str | None]
+# The last snapshot's top-tier shape. A reload replaces the snapshot (and its config and tables), never
+# changes it, so identity says whether this is still it.
+_last: list[Any] = [None, None, None, None, None]
+
+
+def _top_plan(snap: Any, top_tier: str) -> _TopPlan | None:
+    """(agents, rounds, aggregator, native reasoning, strategy) of the top tier; None when it is not configured."""
+    tables = getattr(snap, "policy_tables", None)
+    config = snap.config
+    last = _last
+    if last[0] is snap and last[1] is tables and last[2] is config and last[3] == top_tier:
+        return last[4]  # type: ignore[no-any-return]
+    tt = tables.tiers.get(top_tier) if tables is not None else None
+    spec = config.tiers.get(top_tier)
+    top: _TopPlan | None = None
+    if spec is not None:
+        top = (list(getattr(tt, "agents", None) or [spec.models[0]]), int(getattr(tt, "rounds", 1) or 1),
+               getattr(tt, "aggregator", None), bool(getattr(tt, "native_any", False)), getattr(tt, "strategy", None))
+    last[:] = [snap, tables, config, top_tier, top]
+    return top
+
 
 def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], messages: list[Any],
                   complexity: float | None, lengths: dict[str, dict[str, int]], body: dict[str, Any],
@@ -37,11 +59,10 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     cancelled) when the caller already found it."""
     if plan_tier == top_tier:
         return spent_nusd, "top-tier"
-    tables = getattr(snap, "policy_tables", None)
-    tt = tables.tiers.get(top_tier) if tables is not None else None
-    spec = snap.config.tiers.get(top_tier)
-    if spec is None:
+    top = _top_plan(snap, top_tier)
+    if top is None:
         return spent_nusd, "none"
+    agents, rounds, agg, native_any, strategy = top
     cost_tokens = snap.prices.cost_tokens
     st = cost.service_tier(body)
     priced: dict[tuple[str, int, int], float] = {}
@@ -54,10 +75,7 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
             c = priced[k] = cost_tokens(model, prompt, completion, service_tier=st)
         return c
 
-    agents = list(getattr(tt, "agents", None) or [spec.models[0]])
-    rounds = int(getattr(tt, "rounds", 1) or 1)
-    agg = getattr(tt, "aggregator", None)
-    seen = lengths.get(complexity_bucket(complexity)) or {}
+    seen = (lengths.get(complexity_bucket(complexity)) if lengths else None) or {}
     n, reqs, cp = seen.get("calls", 0), seen.get("reqs", 0), seen.get("cp", 0)
     if n >= LEARN_MIN_CALLS and reqs > 0 and cp > 0:
         # Learned: this many calls per request, each with the tier's mean output and its mean prompt
@@ -76,7 +94,7 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
     # are not an answer three plain agents would write (a top tier of native reasoners thinks too)
     thought = final.reasoning_tokens if final is not None else 0
     visible = (final.completion_tokens - thought) if final is not None else 1
-    out = max(1, visible + (thought if getattr(tt, "native_any", False) else 0))
+    out = max(1, visible + (thought if native_any else 0))
     # deliberation agents also get a perspective message: half its bound, a typical length
     role = cost.AGENT_ROLE_TOKENS // 2 if (len(agents) > 1 or agg) else 0
     usd = sum(call(m, p + role, out) for m in agents)
@@ -86,6 +104,6 @@ def top_tier_nusd(snap: Any, top_tier: str, plan_tier: str, calls: list[Any], me
             usd += (rounds - 1) * sum(call(m, quoted, out) for m in agents)
         # A debate's aggregator always writes the answer; a vote's only breaks a split, which the
         # default does not assume (a counterfactual that errs high would overstate the savings).
-        if agg and getattr(tt, "strategy", None) == "debate":
+        if agg and strategy == "debate":
             usd += call(agg, quoted, out)
     return to_nusd(usd), "top-tier-plan:default"

@@ -268,7 +268,8 @@ class ChatHandler:
             raise
         nusd = ctx.spent_nusd()
         usage_cost(resp.setdefault("usage", {}), nusd)
-        await self._finish(ctx, meta, status="ok", answer=shadow.answer_text(resp), resp=resp)
+        answer = shadow.answer_text(resp) if meta.shadow_args is not None else None  # a shadow run's, if sampled
+        await self._finish(ctx, meta, status="ok", answer=answer, resp=resp)
         h = meta.headers(rid, nusd, ctx, resp.get("model"))
         if adm.workflow_scope and wcap:
             h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
