@@ -108,13 +108,14 @@ class AppState:
             await self.obs.close()
         await self.upstream.close()
         await self.accountant.close()
-        gc.unfreeze()
+        thaw_heap()
 
 
 # A request keeps a few hundred tracked objects alive while it runs, so at CPython's default (700) a dozen
 # concurrent requests start a young collection every few requests, which frees nothing (they are alive)
 # and only promotes them; this many lets the young generation hold them and collect real garbage.
 GC_YOUNG_THRESHOLD = 10_000
+_THRESHOLD = gc.get_threshold()  # what the process had, for thaw_heap()
 
 
 def freeze_heap() -> None:
@@ -127,6 +128,13 @@ def freeze_heap() -> None:
     young, mid, old = gc.get_threshold()
     if young and young < GC_YOUNG_THRESHOLD:  # 0: collection is off; leave that alone
         gc.set_threshold(GC_YOUNG_THRESHOLD, mid, old)
+
+
+def thaw_heap() -> None:
+    """Undo freeze_heap() when the server stops (the process may go on: tests, an embedding app)."""
+    gc.unfreeze()
+    if gc.get_threshold()[0] == GC_YOUNG_THRESHOLD:
+        gc.set_threshold(*_THRESHOLD)
 
 
 def accounting_settings(config: TriageConfig) -> AccountingSettings:

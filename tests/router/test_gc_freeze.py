@@ -23,3 +23,4 @@ def test_startup_heap_is_frozen_across_a_reload_and_released_at_close(proxy) -> 
     while gc.get_freeze_count() and time.monotonic() < deadline:  # close() runs on the server's thread
         time.sleep(0.01)
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] < GC_YOUNG_THRESHOLD
