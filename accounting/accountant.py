@@ -146,11 +146,11 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
                     pass
         return ok
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: Any, keys: list[str], args: list[Any], sent: asyncio.Future[None] | None = None) -> Any:
         if not self.breaker.allow() and not await self.breaker.usable(self._probe):
             raise AccountingUnavailable("accounting store unavailable (circuit open)")
         try:
-            res = await self._scripts.run(script, keys, args)  # fails within redis_timeout_s
+            res = await self._scripts.run(script, keys, args, sent)  # fails within redis_timeout_s
         except TimeoutError as e:
             self.breaker.failure()
             self._guard_recent()
@@ -356,15 +356,22 @@ class Accountant(AuthMixin, SettlementMixin, EvaluationMixin, FeedbackMixin, Ref
             cache_write_tokens=usage.cache_write_tokens, cost_usd=self.prices.cost(model, usage), **kw,
         )
 
-    async def settle(self, adm: Admission, record: LedgerRecord) -> bool:
-        """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate."""
-        keys, args = self._settle_call(adm, record)
+    async def settle(self, adm: Admission, record: LedgerRecord, sent: asyncio.Future[None] | None = None) -> bool:
+        """Charge, ledger and roll up; True if applied now, False if spooled or a duplicate.
+
+        ``sent`` is resolved once the record is on its way to Redis (or spooled): a caller may answer the
+        client then, and the settle's own bytes still reach Redis before the answer reaches the client."""
         try:
-            res = await self._call(self._settle, keys, args)
-        except AccountingUnavailable:
-            self.spool.append(spool_entry(keys, args))
-            log.warning("ledger write spooled for request %s", record.request_id)
-            return False
+            keys, args = self._settle_call(adm, record)
+            try:
+                res = await self._call(self._settle, keys, args, sent)
+            except AccountingUnavailable:
+                self.spool.append(spool_entry(keys, args))
+                log.warning("ledger write spooled for request %s", record.request_id)
+                return False
+        finally:
+            if sent is not None and not sent.done():
+                sent.set_result(None)
         self._recent.add(keys, args)
         if record.counterfactual_method == "top-tier":
             self._lengths.pop(record.tenant or adm.tenant, None)  # what the counterfactual learns just grew

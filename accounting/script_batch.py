@@ -81,13 +81,15 @@ def pack_evalsha(sha: bytes, keys: list[Any], args: list[Any]) -> bytes:
 
 
 class _Call:
-    __slots__ = ("script", "packed", "fut", "deadline", "tries", "reloaded", "last")
+    __slots__ = ("script", "packed", "fut", "deadline", "tries", "reloaded", "last", "sent")
 
-    def __init__(self, script: Any, packed: bytes, fut: asyncio.Future[Any] | None, deadline: float) -> None:
+    def __init__(self, script: Any, packed: bytes, fut: asyncio.Future[Any] | None, deadline: float,
+                 sent: asyncio.Future[None] | None = None) -> None:
         self.script = script
         self.packed = packed
         self.fut = fut  # None: an internal command (SCRIPT LOAD) whose reply nobody awaits
         self.deadline = deadline
+        self.sent = sent  # resolved once the call's bytes are written (the caller resolves it on failure)
         self.tries = 0
         self.reloaded = False
         self.last = False  # the last call of its write: its reply completes that round trip
@@ -159,8 +161,9 @@ class ScriptBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._shas: dict[str, bytes] = {}
 
-    async def run(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
-        """The script's reply; raises its error reply, a connection error, or TimeoutError past ``timeout_s``."""
+    async def run(self, script: Any, keys: list[Any], args: list[Any], sent: asyncio.Future[None] | None = None) -> Any:
+        """The script's reply; raises its error reply, a connection error, or TimeoutError past ``timeout_s``.
+        ``sent``, if given, is resolved as soon as the call is written to Redis (not on a cluster client)."""
         if self.direct:
             async with asyncio.timeout(self.timeout_s):
                 return await script(keys=keys, args=args)
@@ -171,7 +174,7 @@ class ScriptBatcher:
         if sha is None:
             sha = self._shas[script.sha] = script.sha.encode()
         fut = loop.create_future()
-        c = _Call(script, pack_evalsha(sha, keys, args), fut, loop.time() + self.timeout_s)
+        c = _Call(script, pack_evalsha(sha, keys, args), fut, loop.time() + self.timeout_s, sent)
         self._queue.append(c)
         link = self._link
         if self._flush_at is None and (link is None or link.writes < self.max_writes):
@@ -213,6 +216,9 @@ class ScriptBatcher:
             link.writes += 1
             link.sent.extend(batch)
             link.transport.write(b"".join([c.packed for c in batch]))
+            for c in batch:
+                if c.sent is not None and not c.sent.done():
+                    c.sent.set_result(None)
 
     def _schedule(self) -> None:
         if self._flush_at is None and self._loop is not None:

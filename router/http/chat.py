@@ -269,7 +269,10 @@ class ChatHandler:
         nusd = ctx.spent_nusd()
         usage_cost(resp.setdefault("usage", {}), nusd)
         answer = shadow.answer_text(resp) if meta.shadow_args is not None else None  # a shadow run's, if sampled
-        await self._finish(ctx, meta, status="ok", answer=answer, resp=resp)
+        # the answer leaves once its settle is written to Redis, not once Redis has run it: a client that
+        # reads its spend next still finds it (Redis takes commands in arrival order); the headers of a
+        # workflow-capped answer read the workflow's spend, so that one waits for the settle itself
+        await self._finish(ctx, meta, status="ok", answer=answer, resp=resp, early=not adm.workflow_scope)
         h = meta.headers(rid, nusd, ctx, resp.get("model"))
         if adm.workflow_scope and wcap:
             h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
@@ -348,7 +351,9 @@ class ChatHandler:
 
     async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
                       streamed: bool = False, answer: str | None = None, resp: dict[str, Any] | None = None,
-                      chunks: list[dict[str, Any]] | None = None) -> None:
+                      chunks: list[dict[str, Any]] | None = None, early: bool = False) -> None:
+        """Meter the request. ``early``: return once the settle is written to Redis and finish the rest
+        (its reply, a spool on failure, metrics, shadow, cache) in a task that outlives the request."""
         self.holds.discard(meta.adm)
         acct = self.state.accountant
         lengths = acct.fresh_top_lengths(meta.principal.tenant)
@@ -356,13 +361,26 @@ class ChatHandler:
         rec = meta.record(ctx, status=status, partial=partial, streamed=streamed)
         if meta.wf is not None:
             await observe_workflow(self.state, meta.wf, rec, meta.messages, ctx.calls)
+        if early and ctx.calls:
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.state.spawn(self._settled(ctx, meta, rec, sent, status, partial, answer, resp, chunks))
+            await asyncio.shield(sent)  # a cancelled request must not cancel its own metering
+            return
+        await self._settled(ctx, meta, rec, None, status, partial, answer, resp, chunks)
+
+    async def _settled(self, ctx: ExecContext, meta: "_Meta", rec: LedgerRecord, sent: asyncio.Future[None] | None,
+                       status: str, partial: bool, answer: str | None, resp: dict[str, Any] | None,
+                       chunks: list[dict[str, Any]] | None) -> None:
         try:
             if ctx.calls:
-                await self.state.accountant.settle(meta.adm, rec)
+                await self.state.accountant.settle(meta.adm, rec, sent)
             else:
                 await self.state.accountant.release(meta.adm, rec)
         except Exception:  # metering must never turn a served answer into an error
             log.exception("settling request %s failed", ctx.request_id)
+        finally:
+            if sent is not None and not sent.done():
+                sent.set_result(None)
         obs = self.state.obs
         if obs is not None:
             obs.finished(rec, meta.adm, meta.t0)

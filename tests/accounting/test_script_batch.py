@@ -208,3 +208,25 @@ async def test_a_stalled_redis_times_out_then_serves_again(own_redis: EmbeddedRe
     finally:
         await b.close()
         await r.aclose()
+
+
+async def test_sent_resolves_when_written_before_redis_answers(client: aioredis.Redis, redis_url: str) -> None:
+    """What lets a handler answer its client once the settle is on the wire: `sent` is resolved by the
+    write itself, while Redis (writes paused here) has not run the call yet; the call then runs once."""
+    incr = client.register_script(INCR)
+    b = ScriptBatcher(client)
+    pauser = aioredis.from_url(redis_url)
+    try:
+        await b.run(incr, ["w"], [0])  # connected and loaded before Redis pauses
+        await pauser.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        call = asyncio.ensure_future(b.run(incr, ["w"], [5], sent))
+        await asyncio.wait_for(sent, 30)
+        assert not call.done()  # written, not answered: Redis holds it
+        await pauser.execute_command("CLIENT", "UNPAUSE")
+        assert await asyncio.wait_for(call, 30) == 5
+        assert int(await client.get("w")) == 5
+    finally:
+        await pauser.execute_command("CLIENT", "UNPAUSE")
+        await pauser.aclose()
+        await b.close()
