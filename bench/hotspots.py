@@ -85,7 +85,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # callbacks, outside the admit/settle frames of the requests whose calls it carries
     ("admit+settle, batched", ("_flush (accounting/script_batch.py)", "data_received (accounting/script_batch.py)",
                                "_connect (accounting/script_batch.py)", "_expire (accounting/script_batch.py)")),
-    ("ledger", ("record (router/http/chat.py)", "top_tier_nusd", "model_dump_json", "LedgerRecord", "top_lengths")),
+    ("ledger", ("record (router/http/meta.py)", "top_tier_nusd", "model_dump_json", "LedgerRecord", "top_lengths")),
     ("settle", ("settle (accounting/", "release (accounting/", "_finish (router/http/chat.py)")),
     ("admit", ("admit (accounting/", "LeaseKeeper", "HoldRenewer", "_run (router/http/metering.py)")),
     ("auth", ("authenticate (", "authenticate_headers (")),

@@ -16,13 +16,11 @@ from typing import Any, AsyncGenerator, AsyncIterator
 import orjson
 from starlette.requests import Request
 
-from accounting import Admission, BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
+from accounting import BudgetExceeded, LedgerRecord, PlanEstimate, Principal, UpstreamCall
 from accounting.models import AccountingUnavailable, Usage
 from accounting.tokens import count_prompt_tokens, count_text_tokens, estimate_prompt_tokens
-from classifier import last_user_text
 from router import policy, shadow
 from router.config import VIRTUAL_MODELS
-from router.counterfactual import top_tier_nusd
 from router.http import caching
 from router.http.asgi import JSONAnswer, SSEAnswer, scope_headers
 from router.http.auth import authenticate_headers
@@ -33,9 +31,9 @@ from router.http.errors import (
     unavailable,
     upstream_failed,
 )
+from router.http.meta import RequestMeta
 from router.http.metering import (
     HoldRenewer,
-    answer_headers,
     cost_comment,
     record_refusal,
     refusal_below_cap,
@@ -47,7 +45,7 @@ from router.http.sse import DONE_EVENT, encode
 from router.policy import N_NATIVE, scale_for_choices
 from router.session import pin_shared, shared_tier
 from router.state import AppState
-from router.tiers.base import Decision, ExecContext, Plan
+from router.tiers.base import Decision, ExecContext
 from router.tiers.multi import MultiChoice
 from router.tiers.registry import EXECUTORS
 from router.upstream import UpstreamError
@@ -219,7 +217,7 @@ class ChatHandler:
             num_retries=cfg.num_retries,
             affinity=f"{principal.tenant}\x00{wf.id}" if (wf is not None and cfg.workflows.affinity) else None,
         )
-        meta = _Meta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
+        meta = RequestMeta(principal, req.model, decision, plan, adm, t0, messages, snap.top_tier, snap)
         meta.client_rid = scope.get("triage.client_request_id")
         meta.workflow = wf.id if wf is not None else ""
         meta.wf = wf
@@ -278,7 +276,7 @@ class ChatHandler:
             h = await workflow_left(st, adm, principal.tenant, wf, h, wcap)
         return JSONAnswer(orjson.dumps(resp), h)
 
-    async def _stream(self, items: AsyncGenerator[Any, None], first: Any, ctx: ExecContext, meta: "_Meta",
+    async def _stream(self, items: AsyncGenerator[Any, None], first: Any, ctx: ExecContext, meta: "RequestMeta",
                       include_usage: bool) -> AsyncIterator[bytes]:
         done = False
         status = "ok"
@@ -337,7 +335,7 @@ class ChatHandler:
                                           answer="".join(streamed_text) if done else None,
                                           chunks=keep if done else None))
 
-    def _bill_unmetered(self, ctx: ExecContext, meta: "_Meta", text: str) -> None:
+    def _bill_unmetered(self, ctx: ExecContext, meta: "RequestMeta", text: str) -> None:
         """The client left and no executor recorded the call that was streaming: bill what we forwarded,
         estimated. Not when the last call finished (the client left after the last content chunk but
         before [DONE]): that call is already billed, and another would be a phantom."""
@@ -349,7 +347,7 @@ class ChatHandler:
         ctx.calls.append(UpstreamCall(model=model, prompt_tokens=u.prompt_tokens, completion_tokens=comp,
                                       cost_usd=ctx.prices.cost(model, u), status="cancelled", estimated=True))
 
-    async def _finish(self, ctx: ExecContext, meta: "_Meta", *, status: str, partial: bool = False,
+    async def _finish(self, ctx: ExecContext, meta: "RequestMeta", *, status: str, partial: bool = False,
                       streamed: bool = False, answer: str | None = None, resp: dict[str, Any] | None = None,
                       chunks: list[dict[str, Any]] | None = None, early: bool = False) -> None:
         """Meter the request. ``early``: return once the settle is written to Redis and finish the rest
@@ -368,7 +366,7 @@ class ChatHandler:
             return
         await self._settled(ctx, meta, rec, None, status, partial, answer, resp, chunks)
 
-    async def _settled(self, ctx: ExecContext, meta: "_Meta", rec: LedgerRecord, sent: asyncio.Future[None] | None,
+    async def _settled(self, ctx: ExecContext, meta: "RequestMeta", rec: LedgerRecord, sent: asyncio.Future[None] | None,
                        status: str, partial: bool, answer: str | None, resp: dict[str, Any] | None,
                        chunks: list[dict[str, Any]] | None) -> None:
         try:
@@ -392,76 +390,3 @@ class ChatHandler:
         if meta.cache_key is not None:
             await caching.settle_lead(self.state, meta.principal.tenant, meta.cache_key, rec,
                                       status == "ok" and not partial, resp, chunks)
-
-
-class _Meta:
-    """What the handler knows about a request, for headers and the ledger."""
-
-    __slots__ = ("principal", "virtual_model", "decision", "plan", "adm", "t0", "ttft_ms", "messages",
-                 "top_tier", "snap", "client_rid", "workflow", "lengths", "asked_tokens", "shadow_args",
-                 "clf_version", "wf", "cache_key")
-
-    def __init__(self, principal: Principal, virtual_model: str, decision: Decision, plan: Plan, adm: Admission,
-                 t0: float, messages: list[Any], top_tier: str, snap: Any):
-        self.principal = principal
-        self.virtual_model = virtual_model
-        self.decision = decision
-        self.plan = plan
-        self.adm = adm
-        self.t0 = t0
-        self.ttft_ms: float | None = None
-        self.messages = messages
-        self.top_tier = top_tier
-        self.snap = snap
-        self.client_rid: str | None = None
-        self.workflow = ""
-        self.lengths: dict[str, dict[str, int]] = {}
-        self.asked_tokens: int | None = None
-        self.shadow_args: tuple[Any, ...] | None = None
-        self.clf_version = ""
-        self.wf: Workflow | None = None
-        self.cache_key: str | None = None
-
-    def headers(self, rid: str, nusd: int | None, ctx: ExecContext | None = None,
-                answered: str | None = None) -> dict[str, str]:
-        return answer_headers(self, rid, nusd, ctx, answered)
-
-    def record(self, ctx: ExecContext, *, status: str, partial: bool, streamed: bool) -> LedgerRecord:
-        now = time.perf_counter()
-        calls = ctx.calls
-        # one walk over the calls: the answering call, whether any was estimated, what they cost
-        final: UpstreamCall | None = None
-        estimated = False
-        spent = 0
-        for c in calls:
-            spent += c.nusd()
-            if c.status == "ok" or c.status == "cancelled":
-                final = c
-            if c.estimated:
-                estimated = True
-        d = self.decision
-        plan = self.plan
-        cf_nusd, cf_method = top_tier_nusd(self.snap, self.top_tier, plan.tier, calls, self.messages,
-                                           d.complexity, self.lengths, ctx.body, spent, final)
-        decision = {
-            "signals": d.signals, "classifier": self.clf_version, "cap_usd": d.cap_usd, "chosen": plan.tier,
-            "note": plan.note, "knobs": plan.knobs(),
-            "candidates": [{"tier": p.tier, "model": p.models[0], "estimate_usd": p.estimate_usd} for p in d.plans],
-            "rejected": d.rejected, "admitted_index": self.adm.plan_index,
-        }
-        if ctx.outcome:
-            decision["outcome"] = ctx.outcome
-        principal = self.principal
-        return LedgerRecord(
-            request_id=ctx.request_id, client_request_id=self.client_rid, key_id=principal.key_id,
-            tenant=principal.tenant, virtual_model=self.virtual_model, tier=plan.tier,
-            # the config name of the model that produced the answer, so reports line up with prices
-            model=final.model if final is not None else plan.models[0],
-            complexity=d.complexity, reason=d.reason, calls=list(calls), counterfactual_nusd=cf_nusd,
-            counterfactual_method=cf_method, workflow=self.workflow,
-            client_prompt_tokens=count_prompt_tokens(self.messages) if cf_method == "top-tier" else None,
-            ttft_ms=self.ttft_ms, latency_ms=(now - self.t0) * 1000, streamed=streamed, partial=partial,
-            estimated=estimated, status=status,
-            prompt=last_user_text(self.messages) if principal.store_prompts else None,
-            decision=decision,
-        )

@@ -20,8 +20,9 @@ from accounting.models import AccountingUnavailable, Usage
 from accounting.tokens import count_text_tokens
 from router.config import VIRTUAL_MODELS
 from router.http.auth import authenticate
-from router.http.chat import ChatHandler, _Meta, error_status, read_json
+from router.http.chat import ChatHandler, error_status, read_json
 from router.http.errors import ProxyError, bad_request, budget_exceeded, not_found, unavailable
+from router.http.meta import RequestMeta
 from router.http.metering import usage_cost
 from router.tiers.base import Decision, ExecContext, Plan
 from router.upstream import UpstreamError
@@ -85,7 +86,7 @@ async def embeddings(request: Request, chat: ChatHandler) -> Response:
         raise unavailable("Budget service unavailable; refusing to spend without admission.", "accounting_unavailable") from None
     ctx = ExecContext(upstream=st.upstream, deployments=snap.deployments, prices=snap.prices, request_id=rid,
                       body=raw, budget_usd=adm.reserved_usd)
-    meta = _Meta(principal, model, decision, plan, adm, t0, [], snap.top_tier, snap)
+    meta = RequestMeta(principal, model, decision, plan, adm, t0, [], snap.top_tier, snap)
     meta.client_rid = request.scope.get("triage.client_request_id")
     last: UpstreamError | None = None
     for name in plan.models:

@@ -40,7 +40,7 @@ def cost_comment(request_id: str, nusd: int) -> bytes:
 
 
 def answer_headers(meta: Any, rid: str, nusd: int | None, ctx: Any = None, answered: str | None = None) -> dict[str, str]:
-    """The x-triage-* headers of an answer (`meta`: the chat handler's `_Meta`); `nusd` None before the
+    """The x-triage-* headers of an answer (`meta`: router.http.meta.RequestMeta); `nusd` None before the
     cost is known (a stream's headers)."""
     d = meta.decision
     plan = meta.plan

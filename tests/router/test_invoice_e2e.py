@@ -195,6 +195,9 @@ def test_stream_cost_comment_keeps_the_openai_sdk_happy(inv: Proxy) -> None:
         raw = "\n".join(r.iter_lines())
     cost = _sse_cost(raw)
     assert cost is not None and raw.index(": triage-cost") < raw.index("data: [DONE]")
+    deadline = time.monotonic() + 30  # a stream settles in a task of its own, after its last event
+    while not any(x["request_id"] == cost["request_id"] for x in _ledger(inv, "sdk")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     rec = next(x for x in _ledger(inv, "sdk") if x["request_id"] == cost["request_id"])
     assert rec["cost_nusd"] == cost["cost_nusd"] and Decimal(cost["cost_usd"]) * NANO == cost["cost_nusd"]
 
