@@ -24,10 +24,8 @@ CONTEXT_SCAN_CHARS = 20_000
 # CJK/kana/hangul have no spaces: one token per character, otherwise a whole
 # sentence would be one never-seen token.
 _TOKEN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\d_]+|\d+")
-_ASCII_TOKEN_RE = re.compile(r"[a-z]+|0")
-_DIGITS_RE = re.compile(r"[0-9]+")
-# bytes.translate table: a-z kept, digits -> NUL (to detect them), every other byte -> space
-_ASCII_SEP = bytes(b if 97 <= b <= 122 else 0 if 48 <= b <= 57 else 32 for b in range(256))
+# bytes.translate table for lower-cased ASCII: a-z kept, digits -> "0", every other byte -> space
+_ASCII_SEP = bytes(b if 97 <= b <= 122 else 48 if 48 <= b <= 57 else 32 for b in range(256))
 _MATH_RE = re.compile(
     r"\$|\\(?:frac|sqrt|sum|int|prod|lim|cdot|times|le|ge|neq|infty|pi|theta|alpha|begin)"
     r"|[∑∫√≤≥≠∞∀∃∈πθ±×÷]|\^|\d\s*[-+*/=<>]\s*\d"
@@ -266,14 +264,15 @@ def tokens(text: str) -> list[str]:
     """Lower-cased unigrams + adjacent bigrams; numbers collapse to '0' (value rarely matters)."""
     low = text.lower()
     if low.isascii():
-        # The tokens _TOKEN_RE finds in ASCII (once lowered: runs of [a-z], runs of [0-9]), cheaper:
-        # without digits the letter runs are what is left after every other byte becomes a space; with
-        # digits, each digit run is collapsed to "0" before an ASCII-only scan.
+        # The tokens _TOKEN_RE finds in ASCII (once lowered: runs of [a-z], runs of [0-9] as "0") without
+        # a regex: every byte but a letter becomes a space or, for a digit, "0"; a run of those collapses
+        # to one "0" that gets spaces around it; splitting on spaces leaves the tokens, in order.
         sep = low.encode().translate(_ASCII_SEP)
-        if 0 in sep:  # a digit
-            toks = _ASCII_TOKEN_RE.findall(_DIGITS_RE.sub("0", low))
-        else:
-            toks = sep.decode().split()
+        if 48 in sep:  # a digit
+            while b"00" in sep:
+                sep = sep.replace(b"00", b"0")
+            sep = sep.replace(b"0", b" 0 ")
+        toks = sep.decode().split()
     else:
         toks = ["0" if t[0].isdigit() else t for t in _TOKEN_RE.findall(low)]
     if len(toks) > MAX_TOKENS:
