@@ -1,6 +1,6 @@
 """Upstream clients: reaching a provider, classifying its failures, and the retry/fallback chain.
 
-``openai_http`` speaks the OpenAI wire format over one pooled aiohttp session;
+``openai_http`` speaks the OpenAI wire format over one keep-alive pool (``http1``);
 ``litellm_adapter`` covers the other providers; ``errors`` maps every failure
 onto :class:`UpstreamError`; ``chain`` runs one step over a model chain with
 retries, fallbacks and cooldowns, sized to its budget.
