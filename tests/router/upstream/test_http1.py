@@ -120,14 +120,6 @@ async def stream_all(up: Upstream, dep: Deployment) -> tuple[list[dict], Upstrea
     return got, None
 
 
-@pytest.fixture()
-async def up():
-    u = Upstream()
-    await u.start()
-    yield u
-    await u.close()
-
-
 async def test_keep_alive_reuses_one_connection_and_the_wire_is_complete(up):
     async with Scripted(lambda n, i, b: ok()) as srv:
         d = dep_for(srv, headers={"x-team": "t"})

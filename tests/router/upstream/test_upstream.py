@@ -31,14 +31,6 @@ def srv(mock: MockServer):
 
 
 @pytest.fixture()
-async def up():
-    u = Upstream()
-    await u.start()
-    yield u
-    await u.close()
-
-
-@pytest.fixture()
 def dep(srv: MockServer) -> Deployment:
     return Deployment(name="fast", model="mock-fast", api_base=srv.base_url, api_key=KEY, timeout=2,
                       stream_idle_timeout=0.5, headers={"x-team": "triage"})
